@@ -1,0 +1,186 @@
+"""EarlyStopping, the training loop and train.py as a user runs it."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from conftest import REAL_DATA_DIR, ROOT, requires_real_data, tiny_train_args
+from dae import CHECKPOINT_FILE, DenoisingAutoencoder, load_checkpoint
+from data import add_noise, load_fashion_mnist, split_train_validation
+from train import EarlyStopping
+
+
+def stop_decisions(losses, patience, min_delta):
+    stopping = EarlyStopping(patience, min_delta)
+    return [stopping.should_stop(loss) for loss in losses]
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement():
+    assert stop_decisions([1.0, 0.5, 0.6, 0.7, 0.8], patience=3, min_delta=0) == [False, False, False, False, True]
+
+
+def test_early_stopping_needs_more_than_min_delta():
+    # 0.75 is exactly min_delta = 0.25 below the best (1.0), which is not *more* than min_delta.
+    assert stop_decisions([1.0, 0.75, 0.75], patience=2, min_delta=0.25) == [False, False, True]
+    # A drop of 0.5 > 0.25 counts.
+    assert stop_decisions([1.0, 0.5, 0.0], patience=2, min_delta=0.25) == [False, False, False]
+
+
+def test_early_stopping_resets_its_count_on_improvement():
+    stopping = EarlyStopping(patience=3, min_delta=0.1)
+    for loss in [1.0, 1.0, 1.0]:
+        stopping.should_stop(loss)
+    assert stopping.epochs_without_improvement == 2
+    assert not stopping.should_stop(0.5)
+    assert stopping.epochs_without_improvement == 0
+    assert [stopping.should_stop(loss) for loss in [0.45, 0.45, 0.45]] == [False, False, True]
+
+
+def test_early_stopping_measures_against_the_last_real_improvement():
+    # 0.95, 0.90, 0.85 each beat the one before by only 0.05 < 0.1, but 0.85 beats the best (1.0) by 0.15.
+    assert stop_decisions([1.0, 0.95, 0.90, 0.85, 0.84], patience=3, min_delta=0.1) == [False] * 5
+
+
+def test_train_one_epoch_lowers_the_loss_on_a_tiny_problem():
+    torch.manual_seed(0)
+    images = torch.zeros(64, 1, 28, 28)
+    images[:, :, 10:18, 10:18] = 1.0
+    model = DenoisingAutoencoder(latent_dim=2)
+    optimizer = train.make_optimizer(model, lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    losses = [train.train_one_epoch(model, optimizer, images, 16, 0.2, generator) for _ in range(20)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_tiny_run_lowers_the_loss_and_saves_the_best_weights(tiny_run):
+    model, checkpoint = load_checkpoint(tiny_run / "run" / CHECKPOINT_FILE)
+    history = checkpoint["history"]
+    assert len(history["train_loss"]) == len(history["val_loss"]) == len(history["epoch_seconds"]) == 15
+    assert history["train_loss"][-1] < 0.5 * history["train_loss"][0]
+    assert checkpoint["best_val_loss"] == min(history["val_loss"])
+    assert history["val_loss"][checkpoint["best_epoch"] - 1] == checkpoint["best_val_loss"]
+    assert checkpoint["stop_reason"] == "reached --epochs 15"
+
+    # The saved weights reproduce the recorded best validation loss on the same validation images.
+    config = checkpoint["config"]
+    generator = torch.Generator().manual_seed(config["seed"])
+    images, labels = load_fashion_mnist(tiny_run / "data", train=True)
+    _, (val_images, _) = split_train_validation(images, labels, config["val_size"], generator)
+    val_noisy = add_noise(val_images, config["noise_std"], generator)
+    assert train.validation_loss(model, val_noisy, val_images) == pytest.approx(checkpoint["best_val_loss"], rel=1e-6)
+
+
+def test_same_seed_on_cpu_gives_the_same_numbers(tiny_data_dir, tmp_path):
+    def history(run, seed):
+        train.main(tiny_train_args(tiny_data_dir, tmp_path / run, "--epochs", "3", "--seed", seed))
+        return load_checkpoint(tmp_path / run / CHECKPOINT_FILE)[1]["history"]
+
+    first = history("a", "5")
+    assert first["val_loss"] == history("b", "5")["val_loss"]
+    assert first["train_loss"] == history("b", "5")["train_loss"]
+    assert first["val_loss"] != history("c", "6")["val_loss"]
+
+
+def test_early_stopping_ends_a_run(tiny_data_dir, tmp_path, capsys):
+    train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "50", "--patience", "2",
+                               "--min-delta", "10"))
+    # Epoch 1 improves on no loss at all; no later drop is above 10, so epochs 2 and 3 use up the patience.
+    _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    assert len(checkpoint["history"]["val_loss"]) == 3
+    assert checkpoint["stop_reason"].startswith("early stopping")
+    assert "stopped after 3 epochs (early stopping" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, value, complaint", [
+    ("--epochs", "0", "must be at least 1"),
+    ("--batch-size", "-4", "must be at least 1"),
+    ("--patience", "0", "must be at least 1"),
+    ("--latent-dim", "0", "must be at least 1"),
+    ("--lr", "0", "must be above 0"),
+    ("--noise-std", "-0.1", "must be at least 0"),
+    ("--min-delta", "-1", "must be at least 0"),
+    ("--device", "tpu", "unknown device 'tpu'"),
+    ("--epochs", "ten", "invalid positive_int value"),
+])
+def test_bad_flags_are_refused_at_parse_time(flag, value, complaint, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args([flag, value])
+    assert exit_info.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_a_missing_cuda_device_says_so(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--device", "cuda"])
+    assert "this machine has no cuda device" in capsys.readouterr().err
+
+
+def test_an_unwritable_run_directory_is_reported_before_training(tiny_data_dir, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(tiny_train_args(tiny_data_dir, blocker / "run", "--epochs", "1"))
+    assert f"cannot write the run directory {blocker / 'run'}" in str(exit_info.value.code)
+    assert "epoch" not in capsys.readouterr().out
+
+
+def test_a_new_run_replaces_the_old_one_without_mixing(tiny_data_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2"))
+    for name in train.FILES_FROM_EARLIER_RUN:
+        (run_dir / name).write_text("from the first run")
+    capsys.readouterr()
+    train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "1"))
+    assert "holds an earlier run; this run replaces it" in capsys.readouterr().out
+    assert sorted(p.name for p in run_dir.iterdir()) == [CHECKPOINT_FILE]
+    assert len(load_checkpoint(run_dir / CHECKPOINT_FILE)[1]["history"]["val_loss"]) == 1
+
+
+def test_files_from_an_earlier_run_are_the_ones_the_other_scripts_write():
+    import evaluate
+    import visualize
+
+    written = set(train.FILES_FROM_EARLIER_RUN)
+    assert "metrics.json" in written and evaluate.__doc__.count("metrics.json")
+    assert {"reconstructions.png", "latent_pairs.png", "loss_curves.png"} <= written
+    assert all(name in visualize.__doc__ for name in written - {"metrics.json"})
+
+
+def test_ctrl_c_keeps_the_best_checkpoint_and_the_history(tiny_data_dir, tmp_path):
+    """A real train.py process, started from another directory, gets SIGINT after a few epochs."""
+    command = [sys.executable, "-u", str(ROOT / "train.py"),
+               *tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "100000", "--patience", "100000")]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    epoch_lines = []
+    for line in process.stdout:
+        if line.startswith("epoch"):
+            epoch_lines.append(line)
+            if len(epoch_lines) == 3:
+                process.send_signal(signal.SIGINT)
+                break
+    output, errors = process.communicate(timeout=60)
+    epoch_lines += [line for line in output.splitlines() if line.startswith("epoch")]
+
+    assert process.returncode == 130
+    assert "Traceback" not in errors
+    assert "(interrupted)" in output and str(tmp_path / "run" / CHECKPOINT_FILE) in output
+    _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    assert checkpoint["stop_reason"] == "interrupted"
+    assert len(checkpoint["history"]["val_loss"]) == len(epoch_lines) >= 3
+
+
+@requires_real_data
+def test_two_epochs_on_real_fashion_mnist(tmp_path, capsys):
+    train.main(["--epochs", "2", "--data-dir", str(REAL_DATA_DIR), "--run-dir", str(tmp_path / "run"),
+                "--device", "cpu"])
+    output = capsys.readouterr().out
+    assert "50,000 training and 10,000 validation images" in output
+    _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    val_loss = checkpoint["history"]["val_loss"]
+    assert val_loss[1] < val_loss[0] < 0.4  # from about 0.5 for an untrained sigmoid output
