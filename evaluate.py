@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent
 PUBLISHED_TEST_MAE = 0.06857
 BLUR_SIGMAS = tuple(round(0.1 * step, 1) for step in range(3, 21))  # 0.3 ... 2.0, tried on the validation set
 NEIGHBOURS = 5  # k of the k-nearest-neighbour classifier on the codes
+BLUR = "Gaussian blur of the clipped input"
 
 
 def mean_absolute_error(prediction: torch.Tensor, target: torch.Tensor) -> float:
@@ -107,7 +108,7 @@ def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
             "denoising autoencoder": score(denoised),
             "noisy input, as is": score(noisy),
             "noisy input clipped to [0, 1]": score(noisy.clamp(0, 1)),
-            "Gaussian blur of the clipped input": score(blurred),
+            BLUR: score(blurred),
         },
         "mae_per_class": mae_per_class(denoised, clean, labels),
         "knn": {
@@ -136,9 +137,8 @@ def print_report(metrics: dict) -> None:
     print(f"\ntest MAE    {metrics['test_mae']:.5f}   (published: {metrics['published_test_mae']})\n")
     print(f"{'method':<52}{'MAE':>9}{'PSNR':>10}")
     for method, scores in metrics["methods"].items():
-        if method.startswith("Gaussian blur"):
-            method += f" (sigma {metrics['blur_sigma']})"
-        print(f"{method:<52}{scores['mae']:>9.5f}{scores['psnr_db']:>7.2f} dB")
+        label = f"{method} (sigma {metrics['blur_sigma']})" if method == BLUR else method
+        print(f"{label:<52}{scores['mae']:>9.5f}{scores['psnr_db']:>7.2f} dB")
     print("\nMAE per class, hardest first")
     for name, mae in metrics["mae_per_class"].items():
         print(f"  {name:<12}{mae:.5f}")
@@ -166,7 +166,10 @@ def main(argv=None) -> None:
         sys.exit(f"error: {error}")
     print_report(metrics)
     metrics_path = run_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    try:
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    except OSError as error:
+        sys.exit(f"error: cannot write {metrics_path} ({error.strerror}): make the run directory writable")
     print(f"\nwritten to {metrics_path}")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dae import CHECKPOINT_FILE, CheckpointError, DenoisingAutoencoder, save_checkpoint
+from dae import CHECKPOINT_FILE, DenoisingAutoencoder, save_checkpoint
 from data import DataError, add_noise, load_fashion_mnist, split_train_validation
 
 ROOT = Path(__file__).resolve().parent
@@ -159,12 +159,8 @@ def remove_earlier_run(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def train(args: argparse.Namespace) -> str:
-    """Run the recipe and save the best weights to the run directory; returns why training stopped."""
-    device, run_dir = args.device, Path(args.run_dir)
-    print(f"device {device}, torch {torch.__version__}")
-    prepare_run_dir(run_dir)
-
+def load_training_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(training images, noisy validation images, clean validation images), all on the training device."""
     # One seeded generator for the split and the validation noise, both drawn on the CPU so they
     # are the same on every device. The validation noise is drawn once: validation losses of
     # different epochs are then comparable.
@@ -174,9 +170,17 @@ def train(args: argparse.Namespace) -> str:
         sys.exit(f"error: --val-size {args.val_size} leaves no training images out of {len(images)}: choose a smaller one")
     (train_images, _), (val_images, _) = split_train_validation(images, labels, args.val_size, cpu_generator)
     val_noisy = add_noise(val_images, args.noise_std, cpu_generator)
-    # The whole data set lives on the device for the run: batches are slices, not copies from the host.
-    train_images, val_images, val_noisy = train_images.to(device), val_images.to(device), val_noisy.to(device)
     print(f"{len(train_images):,} training and {len(val_images):,} validation images")
+    # The whole data set lives on the device for the run: batches are slices, not copies from the host.
+    return train_images.to(args.device), val_noisy.to(args.device), val_images.to(args.device)
+
+
+def train(args: argparse.Namespace) -> str:
+    """Run the recipe and save the best weights to the run directory; returns why training stopped."""
+    device, run_dir = args.device, Path(args.run_dir)
+    print(f"device {device}, torch {torch.__version__}")
+    prepare_run_dir(run_dir)
+    train_images, val_noisy, val_images = load_training_data(args)
 
     torch.manual_seed(args.seed)  # the initial weights, drawn on the CPU, so every device starts alike
     model = DenoisingAutoencoder(args.latent_dim).to(device)
@@ -239,8 +243,11 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     try:
         stop_reason = train(args)
-    except (DataError, CheckpointError) as error:
+    except DataError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # before the first epoch began (the loop handles its own): nothing was written
+        print("interrupted before training started; nothing was written")
+        sys.exit(130)
     if stop_reason == "interrupted":
         sys.exit(130)  # the usual exit status after Ctrl-C
 

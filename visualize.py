@@ -125,7 +125,10 @@ def main(argv=None) -> None:
         if figure is None:
             print(f"no {name}: a {model.latent_dim}-D latent space has no pairs of dimensions to draw")
             continue
-        figure.savefig(run_dir / name, dpi=110)
+        try:
+            figure.savefig(run_dir / name, dpi=110)
+        except OSError as error:
+            sys.exit(f"error: cannot write {run_dir / name} ({error.strerror}): make the run directory writable")
         print(f"wrote {run_dir / name}")
     if args.show:
         plt.show()

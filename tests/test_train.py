@@ -8,7 +8,9 @@ import sys
 import pytest
 import torch
 
+import evaluate
 import train
+import visualize
 from conftest import REAL_DATA_DIR, ROOT, requires_real_data, tiny_train_args
 from dae import CHECKPOINT_FILE, DenoisingAutoencoder, load_checkpoint
 from data import add_noise, load_fashion_mnist, split_train_validation
@@ -133,23 +135,16 @@ def test_an_unwritable_run_directory_is_reported_before_training(tiny_data_dir, 
 def test_a_new_run_replaces_the_old_one_without_mixing(tiny_data_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2"))
-    for name in train.FILES_FROM_EARLIER_RUN:
-        (run_dir / name).write_text("from the first run")
+    evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
+    visualize.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
+    # train.py's list of what the other scripts write is exactly what they wrote.
+    assert {p.name for p in run_dir.iterdir()} == {CHECKPOINT_FILE, *train.FILES_FROM_EARLIER_RUN}
     capsys.readouterr()
+
     train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "1"))
     assert "holds an earlier run; this run replaces it" in capsys.readouterr().out
-    assert sorted(p.name for p in run_dir.iterdir()) == [CHECKPOINT_FILE]
+    assert [p.name for p in run_dir.iterdir()] == [CHECKPOINT_FILE]
     assert len(load_checkpoint(run_dir / CHECKPOINT_FILE)[1]["history"]["val_loss"]) == 1
-
-
-def test_files_from_an_earlier_run_are_the_ones_the_other_scripts_write():
-    import evaluate
-    import visualize
-
-    written = set(train.FILES_FROM_EARLIER_RUN)
-    assert "metrics.json" in written and evaluate.__doc__.count("metrics.json")
-    assert {"reconstructions.png", "latent_pairs.png", "loss_curves.png"} <= written
-    assert all(name in visualize.__doc__ for name in written - {"metrics.json"})
 
 
 def test_ctrl_c_keeps_the_best_checkpoint_and_the_history(tiny_data_dir, tmp_path):
@@ -173,6 +168,21 @@ def test_ctrl_c_keeps_the_best_checkpoint_and_the_history(tiny_data_dir, tmp_pat
     _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
     assert checkpoint["stop_reason"] == "interrupted"
     assert len(checkpoint["history"]["val_loss"]) == len(epoch_lines) >= 3
+    # The interrupted run is a run like any other.
+    evaluate.main(["--run-dir", str(tmp_path / "run"), "--data-dir", str(tiny_data_dir)])
+    visualize.main(["--run-dir", str(tmp_path / "run"), "--data-dir", str(tiny_data_dir)])
+    assert (tmp_path / "run" / "metrics.json").is_file() and (tmp_path / "run" / "loss_curves.png").is_file()
+
+
+@pytest.mark.parametrize("latent_dim, panels_message", [("3", "wrote"), ("1", "has no pairs of dimensions")])
+def test_every_script_works_with_another_latent_size(tiny_data_dir, tmp_path, capsys, latent_dim, panels_message):
+    run_dir = tmp_path / "run"
+    train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2", "--latent-dim", latent_dim))
+    evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
+    visualize.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
+    output = capsys.readouterr().out
+    assert f"{latent_dim}-D test codes" in output
+    assert panels_message in [line for line in output.splitlines() if "latent_pairs" in line][0]
 
 
 @requires_real_data
