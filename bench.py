@@ -1,0 +1,206 @@
+"""How fast one training epoch is, measured side by side in one run on this machine.
+
+    python bench.py                    # this machine's accelerator, or the CPU
+    python bench.py --device cpu       # force a device: cpu, cuda or mps
+    python bench.py --epochs 10        # time more epochs (the median is reported)
+
+Rows, all on the same model, the same 50,000 images, batches of 4096 and fresh noise per batch:
+  this project    train.py's own train_one_epoch, the very function a training run calls
+  bare loop       the same arithmetic written inline, with nothing else: the floor to compare with
+  DataLoader      the common tutorial style: torchvision's FashionMNIST with ToTensor and a DataLoader
+  CUDA graph      (CUDA only) the same step captured once and replayed, to show what kernel launches cost
+Then the arithmetic's own floor, evaluation throughput, and what a full 200-epoch run would take.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch.utils.data import DataLoader, Subset
+
+from dae import DenoisingAutoencoder
+from data import DataError, load_fashion_mnist, noisy_test_set
+from train import make_optimizer, pick_device, positive_int, train_one_epoch, validation_loss
+
+ROOT = Path(__file__).resolve().parent
+TRAIN_IMAGES = 50_000  # what train.py trains on once 10,000 are held out for validation
+BATCH_SIZE, NOISE_STD, LEARNING_RATE, FULL_RUN_EPOCHS = 4096, 0.2, 1e-3, 200
+
+
+def synchronize(device: torch.device) -> None:
+    # Accelerators run asynchronously: wait for the queued work, or the clock reads only the launches.
+    if device.type != "cpu":
+        torch.accelerator.synchronize()
+
+
+def median_seconds(run_once, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        run_once()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        run_once()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_this_project(images, device, epochs) -> float:
+    torch.manual_seed(0)
+    model = DenoisingAutoencoder().to(device)
+    optimizer = make_optimizer(model, LEARNING_RATE)
+    generator = torch.Generator(device).manual_seed(0)
+    return median_seconds(lambda: train_one_epoch(model, optimizer, images, BATCH_SIZE, NOISE_STD, generator),
+                          device, epochs)
+
+
+def time_bare_loop(images, device, epochs) -> float:
+    torch.manual_seed(0)
+    model = DenoisingAutoencoder().to(device)
+    optimizer = make_optimizer(model, LEARNING_RATE)
+    generator = torch.Generator(device).manual_seed(0)
+
+    def epoch():
+        order = torch.randperm(len(images), device=device, generator=generator)
+        for start in range(0, len(images), BATCH_SIZE):
+            clean = images[order[start : start + BATCH_SIZE]]
+            noisy = clean + NOISE_STD * torch.randn(clean.shape, device=device, generator=generator)
+            loss = F.l1_loss(model(noisy), clean)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return median_seconds(epoch, device, epochs)
+
+
+def time_dataloader_tutorial(data_dir, image_count, device, epochs) -> float:
+    """The style most tutorials teach: PIL images turned into tensors one at a time, every epoch."""
+    dataset = torchvision.datasets.FashionMNIST(data_dir, train=True, transform=torchvision.transforms.ToTensor())
+    loader = DataLoader(Subset(dataset, range(image_count)), batch_size=BATCH_SIZE, shuffle=True)
+    torch.manual_seed(0)
+    model = DenoisingAutoencoder().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)  # as tutorials write it
+
+    def epoch():
+        for clean, _ in loader:
+            clean = clean.to(device)
+            noisy = clean + NOISE_STD * torch.randn_like(clean)
+            loss = F.l1_loss(model(noisy), clean)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return median_seconds(epoch, device, epochs)
+
+
+def time_cuda_graph(images, device, epochs) -> float:
+    """The same step captured in a CUDA graph: one launch per batch instead of dozens.
+
+    Full batches only (a graph has fixed shapes), and the noise comes from the default CUDA
+    generator, which graphs know how to advance on each replay.
+    """
+    torch.manual_seed(0)
+    model = DenoisingAutoencoder().to(device)
+    # capturable=True keeps Adam's step count on the GPU, so the step can be recorded in the graph.
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, capturable=True)
+    static_clean = images[:BATCH_SIZE].clone()
+
+    def step():
+        noisy = static_clean + NOISE_STD * torch.randn_like(static_clean)
+        F.l1_loss(model(noisy), static_clean).backward()
+        optimizer.step()
+
+    side_stream = torch.cuda.Stream()  # warm up off the default stream, as capture requires
+    side_stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side_stream):
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream().wait_stream(side_stream)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        step()  # backward inside the graph writes fresh gradients on every replay
+
+    full_batches = len(images) // BATCH_SIZE
+
+    def epoch():
+        order = torch.randperm(len(images), device=device)
+        for batch in range(full_batches):
+            static_clean.copy_(images[order[batch * BATCH_SIZE : (batch + 1) * BATCH_SIZE]])
+            graph.replay()
+
+    return median_seconds(epoch, device, epochs)
+
+
+def flops_per_epoch(image_count: int) -> float:
+    """Multiply-adds of the six Linear layers, x2 for FLOPs, x3 for forward + the two backward products."""
+    model = DenoisingAutoencoder()
+    weights = sum(layer.weight.numel() for layer in model.modules() if isinstance(layer, torch.nn.Linear))
+    return 3 * 2 * weights * image_count
+
+
+def measured_matmul_flops(device: torch.device) -> float:
+    """FLOP/s of a large float32 matrix product on this device: the rate the arithmetic could reach."""
+    size = 4096
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    return 2 * size**3 / median_seconds(lambda: a @ b, device, repeats=5, warmup=2)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Time one training epoch of this project beside a bare loop and the DataLoader style.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--device", type=pick_device, default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--epochs", type=positive_int, default=5, help="timed epochs per row, after one warm-up")
+    parser.add_argument("--data-dir", default=str(ROOT / "data"), help="where Fashion-MNIST is, or goes")
+    args = parser.parse_args(argv)
+    device = args.device
+
+    try:
+        images, _ = load_fashion_mnist(args.data_dir, train=True)
+        test_clean, test_noisy, _ = noisy_test_set(args.data_dir, NOISE_STD)
+    except DataError as error:
+        sys.exit(f"error: {error}")
+    images = images[:TRAIN_IMAGES].to(device)  # (50000, 1, 28, 28), resident on the device
+    test_clean, test_noisy = test_clean.to(device), test_noisy.to(device)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+          f"{len(images):,} images, batch {BATCH_SIZE}; median of {args.epochs} epochs after 1 warm-up")
+
+    ours = time_this_project(images, device, args.epochs)
+    rows = {
+        "this project (train.py's train_one_epoch)": ours,
+        "bare in-memory loop (the floor)": time_bare_loop(images, device, args.epochs),
+        "DataLoader + ToTensor (tutorial style)": time_dataloader_tutorial(args.data_dir, len(images), device,
+                                                                           args.epochs),
+    }
+    if device.type == "cuda":
+        rows["the same step in a CUDA graph (full batches)"] = time_cuda_graph(images, device, args.epochs)
+
+    print(f"\n{'training epoch':<48}{'seconds':>10}{'x this project':>16}")
+    for name, seconds in rows.items():
+        print(f"{name:<48}{seconds:>10.4f}{seconds / ours:>15.2f}x")
+
+    flops, rate = flops_per_epoch(len(images)), measured_matmul_flops(device)
+    print(f"{'arithmetic alone, at this device matmul rate':<48}{flops / rate:>10.4f}{flops / rate / ours:>15.2f}x"
+          f"   ({flops / 1e9:.1f} GFLOP per epoch at {rate / 1e12:.2f} TFLOP/s)")
+
+    # train.py's validation pass over 10,000 images costs what evaluating the 10,000 test images does.
+    model = DenoisingAutoencoder().to(device)
+    validation_seconds = median_seconds(lambda: validation_loss(model, test_noisy, test_clean), device, repeats=5)
+    print(f"\nevaluation: {len(test_noisy) / validation_seconds:,.0f} test images per second")
+    print(f"projected full run, {FULL_RUN_EPOCHS} epochs with a validation pass each: "
+          f"{FULL_RUN_EPOCHS * (ours + validation_seconds):.1f}s")
+    print(f"DataLoader style / this project: {rows['DataLoader + ToTensor (tutorial style)'] / ours:.1f}x; "
+          f"this project / bare loop: {ours / rows['bare in-memory loop (the floor)']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

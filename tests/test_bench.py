@@ -1,0 +1,24 @@
+"""bench.py runs end to end and times the very epoch train.py runs (no timing is asserted here)."""
+
+import bench
+import train
+
+
+def test_bench_times_the_epoch_function_train_py_uses():
+    assert bench.train_one_epoch is train.train_one_epoch
+
+
+def test_bench_runs_end_to_end_on_the_tiny_stand_in(tiny_data_dir, capsys):
+    bench.main(["--epochs", "1", "--device", "cpu", "--data-dir", str(tiny_data_dir)])
+    output = capsys.readouterr().out
+    for row in ("this project (train.py's train_one_epoch)", "bare in-memory loop (the floor)",
+                "DataLoader + ToTensor (tutorial style)", "arithmetic alone", "test images per second",
+                "projected full run, 200 epochs"):
+        assert row in output
+    assert "300 images, batch 4096" in output
+    assert "CUDA graph" not in output  # only on CUDA
+
+
+def test_flops_per_epoch_by_hand():
+    # Weights of the six Linear layers: 784*128 + 128*64 + 64*8 + 8*64 + 64*128 + 128*784 = 218,112
+    assert bench.flops_per_epoch(1) == 3 * 2 * 218_112
