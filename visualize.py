@@ -54,7 +54,9 @@ def plot_latent_pairs(codes, labels):
         return None
     columns = min(len(pairs), 7)
     rows = math.ceil(len(pairs) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.3 * rows + 0.8), squeeze=False)
+    panel_inches, legend_inches = 1.9, 0.7
+    height = panel_inches * rows + legend_inches
+    figure, axes = plt.subplots(rows, columns, figsize=(panel_inches * columns, height), squeeze=False)
     colours = torch.tensor(CLASS_COLOURS)[labels].numpy()  # (N, 3) RGB, one colour per point's class
     for axis, (i, j) in zip(axes.flat, pairs):
         axis.scatter(codes[:, i].numpy(), codes[:, j].numpy(), c=colours, s=1, alpha=0.4, linewidths=0, rasterized=True)
@@ -68,7 +70,7 @@ def plot_latent_pairs(codes, labels):
         for colour, name in zip(CLASS_COLOURS, CLASS_NAMES)
     ]
     figure.legend(handles=handles, loc="lower center", ncol=len(CLASS_NAMES), fontsize=9, frameon=False)
-    figure.tight_layout(rect=(0, 0.6 / (2.3 * rows + 0.8), 1, 1))  # leave room at the bottom for the legend
+    figure.tight_layout(rect=(0, legend_inches / height, 1, 1))  # leave room at the bottom for the legend
     return figure
 
 
@@ -126,7 +128,7 @@ def main(argv=None) -> None:
             print(f"no {name}: a {model.latent_dim}-D latent space has no pairs of dimensions to draw")
             continue
         try:
-            figure.savefig(run_dir / name, dpi=110)
+            figure.savefig(run_dir / name, dpi=90)
         except OSError as error:
             sys.exit(f"error: cannot write {run_dir / name} ({error.strerror}): make the run directory writable")
         print(f"wrote {run_dir / name}")
