@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Subset
 
 from dae import DenoisingAutoencoder
 from data import DataError, load_fashion_mnist, noisy_test_set
-from train import make_optimizer, pick_device, positive_int, train_one_epoch, validation_loss
+from train import make_optimizer, parse_args, pick_device, positive_int, train_one_epoch, validation_loss
 
 ROOT = Path(__file__).resolve().parent
-TRAIN_IMAGES = 50_000  # what train.py trains on once 10,000 are held out for validation
-BATCH_SIZE, NOISE_STD, LEARNING_RATE, FULL_RUN_EPOCHS = 4096, 0.2, 1e-3, 200
+RECIPE = parse_args([])  # train.py's defaults: the recipe's batch size, noise, learning rate and epochs
+TRAIN_IMAGES = 60_000 - RECIPE.val_size  # what train.py trains on once the validation images are held out
 
 
 def synchronize(device: torch.device) -> None:
@@ -54,23 +54,25 @@ def median_seconds(run_once, device: torch.device, repeats: int, warmup: int = 1
 def time_this_project(images, device, epochs) -> float:
     torch.manual_seed(0)
     model = DenoisingAutoencoder().to(device)
-    optimizer = make_optimizer(model, LEARNING_RATE)
+    optimizer = make_optimizer(model, RECIPE.lr)
     generator = torch.Generator(device).manual_seed(0)
-    return median_seconds(lambda: train_one_epoch(model, optimizer, images, BATCH_SIZE, NOISE_STD, generator),
-                          device, epochs)
+    def epoch():
+        train_one_epoch(model, optimizer, images, RECIPE.batch_size, RECIPE.noise_std, generator)
+
+    return median_seconds(epoch, device, epochs)
 
 
 def time_bare_loop(images, device, epochs) -> float:
     torch.manual_seed(0)
     model = DenoisingAutoencoder().to(device)
-    optimizer = make_optimizer(model, LEARNING_RATE)
+    optimizer = make_optimizer(model, RECIPE.lr)
     generator = torch.Generator(device).manual_seed(0)
 
     def epoch():
         order = torch.randperm(len(images), device=device, generator=generator)
-        for start in range(0, len(images), BATCH_SIZE):
-            clean = images[order[start : start + BATCH_SIZE]]
-            noisy = clean + NOISE_STD * torch.randn(clean.shape, device=device, generator=generator)
+        for start in range(0, len(images), RECIPE.batch_size):
+            clean = images[order[start : start + RECIPE.batch_size]]
+            noisy = clean + RECIPE.noise_std * torch.randn(clean.shape, device=device, generator=generator)
             loss = F.l1_loss(model(noisy), clean)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -82,15 +84,15 @@ def time_bare_loop(images, device, epochs) -> float:
 def time_dataloader_tutorial(data_dir, image_count, device, epochs) -> float:
     """The style most tutorials teach: PIL images turned into tensors one at a time, every epoch."""
     dataset = torchvision.datasets.FashionMNIST(data_dir, train=True, transform=torchvision.transforms.ToTensor())
-    loader = DataLoader(Subset(dataset, range(image_count)), batch_size=BATCH_SIZE, shuffle=True)
+    loader = DataLoader(Subset(dataset, range(image_count)), batch_size=RECIPE.batch_size, shuffle=True)
     torch.manual_seed(0)
     model = DenoisingAutoencoder().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)  # as tutorials write it
+    optimizer = torch.optim.Adam(model.parameters(), lr=RECIPE.lr)  # as tutorials write it
 
     def epoch():
         for clean, _ in loader:
             clean = clean.to(device)
-            noisy = clean + NOISE_STD * torch.randn_like(clean)
+            noisy = clean + RECIPE.noise_std * torch.randn_like(clean)
             loss = F.l1_loss(model(noisy), clean)
             optimizer.zero_grad()
             loss.backward()
@@ -108,11 +110,11 @@ def time_cuda_graph(images, device, epochs) -> float:
     torch.manual_seed(0)
     model = DenoisingAutoencoder().to(device)
     # capturable=True keeps Adam's step count on the GPU, so the step can be recorded in the graph.
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, capturable=True)
-    static_clean = images[:BATCH_SIZE].clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=RECIPE.lr, capturable=True)
+    static_clean = images[:RECIPE.batch_size].clone()
 
     def step():
-        noisy = static_clean + NOISE_STD * torch.randn_like(static_clean)
+        noisy = static_clean + RECIPE.noise_std * torch.randn_like(static_clean)
         F.l1_loss(model(noisy), static_clean).backward()
         optimizer.step()
 
@@ -128,12 +130,12 @@ def time_cuda_graph(images, device, epochs) -> float:
     with torch.cuda.graph(graph):
         step()  # backward inside the graph writes fresh gradients on every replay
 
-    full_batches = len(images) // BATCH_SIZE
+    full_batches = len(images) // RECIPE.batch_size
 
     def epoch():
         order = torch.randperm(len(images), device=device)
         for batch in range(full_batches):
-            static_clean.copy_(images[order[batch * BATCH_SIZE : (batch + 1) * BATCH_SIZE]])
+            static_clean.copy_(images[order[batch * RECIPE.batch_size : (batch + 1) * RECIPE.batch_size]])
             graph.replay()
 
     return median_seconds(epoch, device, epochs)
@@ -166,13 +168,13 @@ def main(argv=None) -> None:
 
     try:
         images, _ = load_fashion_mnist(args.data_dir, train=True)
-        test_clean, test_noisy, _ = noisy_test_set(args.data_dir, NOISE_STD)
+        test_clean, test_noisy, _ = noisy_test_set(args.data_dir, RECIPE.noise_std)
     except DataError as error:
         sys.exit(f"error: {error}")
     images = images[:TRAIN_IMAGES].to(device)  # (50000, 1, 28, 28), resident on the device
     test_clean, test_noisy = test_clean.to(device), test_noisy.to(device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
-          f"{len(images):,} images, batch {BATCH_SIZE}; median of {args.epochs} epochs after 1 warm-up")
+          f"{len(images):,} images, batch {RECIPE.batch_size}; median of {args.epochs} epochs after 1 warm-up")
 
     ours = time_this_project(images, device, args.epochs)
     rows = {
@@ -196,8 +198,8 @@ def main(argv=None) -> None:
     model = DenoisingAutoencoder().to(device)
     validation_seconds = median_seconds(lambda: validation_loss(model, test_noisy, test_clean), device, repeats=5)
     print(f"\nevaluation: {len(test_noisy) / validation_seconds:,.0f} test images per second")
-    print(f"projected full run, {FULL_RUN_EPOCHS} epochs with a validation pass each: "
-          f"{FULL_RUN_EPOCHS * (ours + validation_seconds):.1f}s")
+    print(f"projected full run, {RECIPE.epochs} epochs with a validation pass each: "
+          f"{RECIPE.epochs * (ours + validation_seconds):.1f}s")
     print(f"DataLoader style / this project: {rows['DataLoader + ToTensor (tutorial style)'] / ours:.1f}x; "
           f"this project / bare loop: {ours / rows['bare in-memory loop (the floor)']:.2f}x")
 

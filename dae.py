@@ -121,7 +121,8 @@ def load_checkpoint(path) -> tuple[DenoisingAutoencoder, dict]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged file raises many types (EOFError, RuntimeError, UnpicklingError ...)
         raise CheckpointError(
-            f"{path} is damaged or is not a PyTorch checkpoint ({type(error).__name__}): train again with `python train.py`"
+            f"{path} is damaged or is not a PyTorch checkpoint ({type(error).__name__}): "
+            f"train again with `python train.py`"
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(

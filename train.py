@@ -132,9 +132,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=4096, help="images per optimizer step")
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--noise-std", type=non_negative_float, default=0.2, help="std of the Gaussian noise")
-    parser.add_argument("--latent-dim", type=positive_int, default=8, help="size of the code between encoder and decoder")
+    parser.add_argument("--latent-dim", type=positive_int, default=8, help="numbers in the code between the halves")
     parser.add_argument("--patience", type=positive_int, default=25, help="epochs without improvement before stopping")
-    parser.add_argument("--min-delta", type=non_negative_float, default=1e-3, help="smallest drop in validation loss that counts as improvement")
+    parser.add_argument("--min-delta", type=non_negative_float, default=1e-3,
+                        help="smallest drop in validation loss that counts as improvement")
     parser.add_argument("--val-size", type=positive_int, default=10_000, help="training images held out for validation")
     parser.add_argument("--seed", type=int, default=0, help="seeds the split, the initial weights and the noise")
     parser.add_argument("--data-dir", default=str(ROOT / "data"), help="where Fashion-MNIST is, or goes")
@@ -167,7 +168,7 @@ def load_training_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Te
     cpu_generator = torch.Generator().manual_seed(args.seed)
     images, labels = load_fashion_mnist(args.data_dir, train=True)
     if args.val_size >= len(images):
-        sys.exit(f"error: --val-size {args.val_size} leaves no training images out of {len(images)}: choose a smaller one")
+        sys.exit(f"error: --val-size {args.val_size} leaves no training images of {len(images)}: choose a smaller one")
     (train_images, _), (val_images, _) = split_train_validation(images, labels, args.val_size, cpu_generator)
     val_noisy = add_noise(val_images, args.noise_std, cpu_generator)
     print(f"{len(train_images):,} training and {len(val_images):,} validation images")
@@ -204,7 +205,9 @@ def train(args: argparse.Namespace) -> str:
     try:
         for epoch in range(1, args.epochs + 1):
             epoch_start = time.perf_counter()
-            train_loss = train_one_epoch(model, optimizer, train_images, args.batch_size, args.noise_std, noise_generator)
+            train_loss = train_one_epoch(
+                model, optimizer, train_images, args.batch_size, args.noise_std, noise_generator
+            )
             val_loss = validation_loss(model, val_noisy, val_images)
             history["train_loss"].append(train_loss)
             history["val_loss"].append(val_loss)

@@ -99,8 +99,9 @@ def test_a_missing_run_says_to_train_first_without_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--run-dir", str(tmp_path / "nothing")],
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 1
+    checkpoint = tmp_path / "nothing" / "checkpoint.pt"
     assert result.stderr.strip().splitlines() == [
-        f"error: no checkpoint at {tmp_path / 'nothing' / 'checkpoint.pt'}: run `python train.py` first, or pass --run-dir"
+        f"error: no checkpoint at {checkpoint}: run `python train.py` first, or pass --run-dir"
     ]
 
 

@@ -1,6 +1,5 @@
 """EarlyStopping, the training loop and train.py as a user runs it."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -69,4 +69,5 @@ def test_visualize_writes_three_pngs_with_no_display(tiny_run, tmp_path):
 def test_a_missing_run_gives_the_same_advice_as_evaluate(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         visualize.main(["--run-dir", str(tmp_path)])
-    assert exit_info.value.code == f"error: no checkpoint at {tmp_path / 'checkpoint.pt'}: run `python train.py` first, or pass --run-dir"
+    expected = f"error: no checkpoint at {tmp_path / 'checkpoint.pt'}: run `python train.py` first, or pass --run-dir"
+    assert exit_info.value.code == expected
