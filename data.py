@@ -7,15 +7,15 @@ of it, with no per-image DataLoader.
 
 Where the images come from, first match wins:
   1. the data directory (default data/), in torchvision's layout: data/FashionMNIST/raw/
-  2. the copy installed by Debian's package `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist/
-     (the four original IDX .gz files, unpacked once into the data directory)
-  3. torchvision's download, on a machine with internet access
+  2. the four IDX files put by hand in the data directory itself, packed (.gz) or not
+  3. the copy installed by Debian's package `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist/
+  4. torchvision's download, on a machine with internet access
+Files found in 2 or 3 are unpacked once into torchvision's layout, where 1 then finds them.
 """
 
 import gzip
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ class DataError(Exception):
 def load_fashion_mnist(data_dir, train: bool, system_copy=SYSTEM_COPY) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (images, labels): float images in [0, 1] of shape (N, 1, 28, 28) and int64 labels (N,)."""
     raw_dir = Path(data_dir) / "FashionMNIST" / "raw"  # torchvision's layout
-    unpack_system_copy(Path(system_copy), raw_dir)
+    gather_idx_files(raw_dir, Path(data_dir), Path(system_copy))
     files_present = all((raw_dir / name).is_file() for name in IDX_FILES)
     try:
         # download=True returns at once when the files are already there.
@@ -56,12 +56,113 @@ def load_fashion_mnist(data_dir, train: bool, system_copy=SYSTEM_COPY) -> tuple[
                 f"to unpack or download a fresh copy"
             ) from None
         raise DataError(
-            f"Fashion-MNIST is not in {raw_dir} and could not be downloaded: install it with "
+            f"Fashion-MNIST is not in {data_dir} and could not be downloaded: install it with "
             f"`apt-get install dataset-fashion-mnist`, or put the four files "
-            f"({', '.join(name + '.gz' for name in IDX_FILES)}) in {raw_dir}"
+            f"({', '.join(name + '.gz' for name in IDX_FILES)}, packed or not) in {data_dir}"
         ) from None
     images, labels = dataset.data, dataset.targets  # (N, 28, 28) uint8, (N,) int64
     return images.unsqueeze(1).float() / 255, labels  # -> (N, 1, 28, 28) float in [0, 1]
+
+
+def split_train_validation(
+    images: torch.Tensor, labels: torch.Tensor, validation_size: int, *, generator: torch.Generator | None = None
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffle with `generator` and cut off `validation_size` images: ((train x, y), (validation x, y))."""
+    if not 0 < validation_size < len(images):
+        raise DataError(f"a validation set of {validation_size:,} images does not fit in {len(images):,}: "
+                        f"choose a --val-size between 1 and {len(images) - 1:,}")
+    order = torch.randperm(len(images), generator=generator)
+    validation, train = order[:validation_size], order[validation_size:]
+    return (images[train], labels[train]), (images[validation], labels[validation])
+
+
+def load_training_split(data_dir, validation_size: int, noise_std: float, *, generator: torch.Generator):
+    """A run's own data: ((train images, train labels), (clean validation images, noisy validation images)).
+
+    The split and the validation noise both come from `generator`, in that order, so a run's seed
+    rebuilds the very same validation images in train.py, evaluate.py and visualize.py. The
+    validation noise is drawn once: validation losses of different epochs are then comparable.
+    """
+    images, labels = load_fashion_mnist(data_dir, train=True)
+    (train_images, train_labels), (val_images, _) = split_train_validation(
+        images, labels, validation_size, generator=generator
+    )
+    return (train_images, train_labels), (val_images, add_noise(val_images, noise_std, generator=generator))
+
+
+def add_noise(x: torch.Tensor, std: float, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x + N(0, std^2), drawn on x's device; `generator` (on that device) makes it repeatable.
+
+    Not clipped to [0, 1]: the published recipe adds plain Gaussian noise and says nothing of clipping.
+    """
+    if not x.is_floating_point():
+        raise TypeError(f"add_noise needs floating-point pixels in [0, 1], got {x.dtype}: "
+                        f"convert uint8 images with x.float() / 255")
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + std * noise
+
+
+def noisy_test_set(data_dir, noise_std: float):
+    """The test set with noise from a fixed seed: (clean, noisy, labels). The same call gives the same images."""
+    clean, labels = load_fashion_mnist(data_dir, train=False)
+    return clean, clean + noise_std * standard_test_noise(clean.shape), labels
+
+
+def standard_test_noise(shape) -> torch.Tensor:
+    """The noise every evaluation adds to the test images, at std 1: a noise level scales this same draw."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(TEST_NOISE_SEED))
+
+
+def check_images(images: torch.Tensor, name: str = "images") -> None:
+    """Refuse anything but float images of shape (N, 1, 28, 28), in one line that says what to pass.
+
+    A (N, 28, 28) batch would otherwise broadcast against the model's (N, 1, 28, 28) output into an
+    (N, N, 28, 28) loss that means nothing, and uint8 pixels fail deep inside torch.
+    """
+    if not (isinstance(images, torch.Tensor) and images.is_floating_point() and images.ndim == 4
+            and tuple(images.shape[1:]) == (1, 28, 28)):
+        got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
+        raise ValueError(f"{name} must be float images of shape (N, 1, 28, 28) with pixels in [0, 1], got {got}: "
+                         f"for Fashion-MNIST's raw (N, 28, 28) uint8 images pass x.unsqueeze(1).float() / 255")
+
+
+def gather_idx_files(raw_dir: Path, data_dir: Path, system_copy: Path) -> None:
+    """Bring each IDX file missing from `raw_dir` in from the first place that holds it, packed or not.
+
+    Looks in `raw_dir` itself (for a `.gz`), then `data_dir`, then `system_copy`. Debian's .gz files
+    are packed anew, so their checksums differ from those torchvision expects, and torchvision would
+    refuse them and try to download; unpacked here, they are simply found.
+    """
+    for name in IDX_FILES:
+        if (raw_dir / name).exists():
+            continue
+        candidates = [raw_dir / f"{name}.gz", data_dir / name, data_dir / f"{name}.gz", system_copy / f"{name}.gz"]
+        source = next((path for path in candidates if path.is_file()), None)
+        if source is None:
+            continue  # torchvision's download fetches what is still missing
+        try:
+            copy_unpacked(source, raw_dir / name)
+        except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+            remedy = ("reinstall it with `apt-get install --reinstall dataset-fashion-mnist`"
+                      if source.parent == system_copy else "delete it or replace it with a good copy")
+            raise DataError(f"could not unpack {source} into {raw_dir} ({error}): {remedy}, "
+                            f"or pass a writable --data-dir") from None
+
+
+def copy_unpacked(source: Path, destination: Path) -> None:
+    """Copy `source` to `destination`, unpacking it on the way if its name ends in .gz."""
+    packed = source.suffix == ".gz"
+    # Write beside the final name, then rename: an interrupted copy never leaves half a file. The
+    # name is the process's own, and open() gives it the usual permissions (umask), like every other file.
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary_path = destination.with_name(f"{destination.name}.{os.getpid()}.tmp")
+    try:
+        with (gzip.open if packed else open)(source, "rb") as reader, open(temporary_path, "wb") as writer:
+            shutil.copyfileobj(reader, writer)
+        os.replace(temporary_path, destination)
+    except BaseException:
+        temporary_path.unlink(missing_ok=True)
+        raise
 
 
 def find_damaged_file(raw_dir: Path) -> Path:
@@ -72,56 +173,3 @@ def find_damaged_file(raw_dir: Path) -> Path:
         except (RuntimeError, AssertionError, TypeError, ValueError, KeyError):
             return raw_dir / name
     return raw_dir
-
-
-def unpack_system_copy(system_copy: Path, raw_dir: Path) -> None:
-    """Unpack Debian's .gz files into torchvision's layout, once; does nothing if there is nothing to do."""
-    missing = [name for name in IDX_FILES if not (raw_dir / name).exists()]
-    if not missing or not all((system_copy / f"{name}.gz").is_file() for name in missing):
-        return
-    for name in missing:
-        try:
-            unpack_gzip(system_copy / f"{name}.gz", raw_dir / name)
-        except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
-            raise DataError(
-                f"could not unpack {system_copy / name}.gz into {raw_dir} ({error}): pass a writable --data-dir, "
-                f"or reinstall the package with `apt-get install --reinstall dataset-fashion-mnist`"
-            ) from None
-
-
-def unpack_gzip(source: Path, destination: Path) -> None:
-    # Unpack beside the final name, then rename: an interrupted unpack never leaves half a file.
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    file_descriptor, temporary_path = tempfile.mkstemp(dir=destination.parent, prefix=destination.name, suffix=".tmp")
-    try:
-        with gzip.open(source, "rb") as packed, os.fdopen(file_descriptor, "wb") as unpacked:
-            shutil.copyfileobj(packed, unpacked)
-        os.replace(temporary_path, destination)
-    except BaseException:
-        os.unlink(temporary_path)
-        raise
-
-
-def split_train_validation(
-    images: torch.Tensor, labels: torch.Tensor, validation_size: int, generator: torch.Generator
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffle with `generator` and cut off `validation_size` images: ((train x, y), (validation x, y))."""
-    order = torch.randperm(len(images), generator=generator)
-    validation, train = order[:validation_size], order[validation_size:]
-    return (images[train], labels[train]), (images[validation], labels[validation])
-
-
-def add_noise(x: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """x + N(0, std^2), drawn on x's device.
-
-    Not clipped to [0, 1]: the published recipe adds plain Gaussian noise and says nothing of clipping.
-    """
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return x + std * noise
-
-
-def noisy_test_set(data_dir, noise_std: float, seed: int = TEST_NOISE_SEED):
-    """The test set with noise from a fixed seed: (clean, noisy, labels). The same call gives the same images."""
-    clean, labels = load_fashion_mnist(data_dir, train=False)
-    noisy = add_noise(clean, noise_std, torch.Generator().manual_seed(seed))
-    return clean, noisy, labels

@@ -1,5 +1,8 @@
 """Where the data comes from, what it looks like, the split and the noise."""
 
+import os
+import stat
+
 import pytest
 import torch
 import torchvision
@@ -27,6 +30,58 @@ def test_unpacks_the_debian_copy_into_the_data_directory(tmp_path):
     images, _ = load_fashion_mnist(tmp_path / "data", train=True, system_copy=system_copy)
     assert images.shape == (TINY_TRAIN, 1, 28, 28)
     assert sorted(p.name for p in (tmp_path / "data" / "FashionMNIST" / "raw").iterdir()) == sorted(data.IDX_FILES)
+
+
+@pytest.mark.parametrize("where, compress", [("data directory", True), ("data directory", False),
+                                             ("raw directory", True)])
+def test_idx_files_put_by_hand_load_packed_or_not(tmp_path, where, compress):
+    """Debian's .gz files differ from torchvision's checksums; dropped into the data directory they must still load."""
+    data_dir = tmp_path / "data"
+    write_tiny_dataset(data_dir if where == "data directory" else data_dir / "FashionMNIST" / "raw", compress)
+    # No system copy, and any download would fail: only the files put by hand can be read.
+    images, labels = load_fashion_mnist(data_dir, train=True, system_copy=tmp_path / "no-system-copy")
+    assert images.shape == (TINY_TRAIN, 1, 28, 28) and labels[:3].tolist() == [0, 1, 2]
+
+
+@pytest.mark.skipif(not all((data.SYSTEM_COPY / f"{name}.gz").is_file() for name in data.IDX_FILES),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_debian_gz_files_copied_into_the_data_directory_load(tmp_path, monkeypatch):
+    """The very files Debian ships, whose checksums torchvision would refuse, put by hand in --data-dir."""
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])
+    for name in data.IDX_FILES:
+        (tmp_path / f"{name}.gz").symlink_to(data.SYSTEM_COPY / f"{name}.gz")
+    images, _ = load_fashion_mnist(tmp_path, train=False, system_copy=tmp_path / "no-system-copy")
+    assert images.shape == (10_000, 1, 28, 28)
+
+
+def test_unpacked_data_gets_ordinary_file_permissions(tmp_path):
+    system_copy = tmp_path / "usr-share"
+    write_tiny_dataset(system_copy, compress=True)
+    old_umask = os.umask(0o022)
+    try:
+        load_fashion_mnist(tmp_path / "data", train=True, system_copy=system_copy)
+    finally:
+        os.umask(old_umask)
+    modes = {stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "data" / "FashionMNIST" / "raw").iterdir()}
+    assert modes == {0o644}  # readable by others, as every other file the project writes
+
+
+def test_public_functions_refuse_images_they_cannot_use_in_one_line():
+    with pytest.raises(TypeError, match=r"^add_noise needs floating-point pixels .* got torch.uint8: .*float\(\) / 255$"):
+        add_noise(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), 0.2)
+    for wrong in (torch.zeros(2, 28, 28), torch.zeros(2, 1, 28, 28, dtype=torch.uint8), torch.zeros(2, 784)):
+        with pytest.raises(ValueError) as error:
+            data.check_images(wrong)
+        assert "(N, 1, 28, 28)" in str(error.value) and str(tuple(wrong.shape)) in str(error.value)
+        assert "\n" not in str(error.value)
+    data.check_images(torch.zeros(2, 1, 28, 28))  # the right kind passes
+
+
+def test_noise_without_a_generator_uses_torchs_global_one():
+    torch.manual_seed(3)
+    first = add_noise(torch.zeros(5), 1.0)
+    torch.manual_seed(3)
+    assert torch.equal(first, add_noise(torch.zeros(5), 1.0))
 
 
 def test_no_data_anywhere_names_both_remedies(tmp_path, monkeypatch):
@@ -63,7 +118,7 @@ def test_split_sizes_disjointness_and_reproducibility():
     labels = torch.arange(600) % 10
 
     def split(seed):
-        return split_train_validation(images, labels, 100, torch.Generator().manual_seed(seed))
+        return split_train_validation(images, labels, 100, generator=torch.Generator().manual_seed(seed))
 
     (train_x, train_y), (val_x, val_y) = split(0)
     assert len(train_x) == len(train_y) == 500 and len(val_x) == len(val_y) == 100
@@ -76,7 +131,7 @@ def test_split_sizes_disjointness_and_reproducibility():
 
 def test_noise_has_the_asked_mean_and_std_and_is_not_clipped():
     x = torch.full((200_000,), 0.5)
-    noisy = add_noise(x, 0.2, torch.Generator().manual_seed(0))
+    noisy = add_noise(x, 0.2, generator=torch.Generator().manual_seed(0))
     noise = noisy - x
     assert abs(noise.mean().item()) < 0.002  # standard error 0.2 / sqrt(200000) = 0.00045
     assert abs(noise.std().item() - 0.2) < 0.002
@@ -85,9 +140,9 @@ def test_noise_has_the_asked_mean_and_std_and_is_not_clipped():
 
 def test_noise_is_reproducible_with_a_seeded_generator():
     x = torch.rand(4, 1, 28, 28)
-    first = add_noise(x, 0.2, torch.Generator().manual_seed(7))
-    assert torch.equal(first, add_noise(x, 0.2, torch.Generator().manual_seed(7)))
-    assert not torch.equal(first, add_noise(x, 0.2, torch.Generator().manual_seed(8)))
+    first = add_noise(x, 0.2, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(first, add_noise(x, 0.2, generator=torch.Generator().manual_seed(7)))
+    assert not torch.equal(first, add_noise(x, 0.2, generator=torch.Generator().manual_seed(8)))
 
 
 @requires_real_data
