@@ -14,11 +14,11 @@ A checkpoint is self-describing (as in nanoGPT): it stores the model's construct
 its weights, so `load_checkpoint` rebuilds the model without being told its shape.
 
 This file holds no data and no training; train.py writes checkpoints, evaluate.py and visualize.py
-read them.
+read them, and use the model only through `encode` (an image's code) and `decode` (an image from a
+code), so a fork that changes what `forward` returns (a VAE's mean and variance) keeps them working.
 """
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -74,12 +74,15 @@ class DenoisingAutoencoder(nn.Module):
         self.decoder = Decoder(latent_dim)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The code of each image (N, 1, 28, 28) -> (N, latent_dim): what the figures and the kNN measure."""
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The image each code stands for: (N, latent_dim) -> (N, 1, 28, 28), pixels in [0, 1]."""
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """What training optimizes: the denoised image for each noisy one."""
         return self.decode(self.encode(x))
 
 
@@ -101,13 +104,15 @@ def save_checkpoint(path, model: DenoisingAutoencoder, state_dict: dict, **run_i
         "model_state": {name: tensor.detach().cpu() for name, tensor in state_dict.items()},
         **run_info,
     }
-    file_descriptor, temporary_path = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    # The temporary name is this process's own; open() gives the file the usual permissions (umask),
+    # so a run can be shared like any other file.
+    temporary_path = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(file_descriptor, "wb") as file:
+        with open(temporary_path, "wb") as file:
             torch.save(checkpoint, file)
         os.replace(temporary_path, path)
     except BaseException:  # also Ctrl-C: never leave the half-written temporary file behind
-        os.unlink(temporary_path)
+        temporary_path.unlink(missing_ok=True)
         raise
 
 
@@ -124,9 +129,12 @@ def load_checkpoint(path) -> tuple[DenoisingAutoencoder, dict]:
             f"{path} is damaged or is not a PyTorch checkpoint ({type(error).__name__}): "
             f"train again with `python train.py`"
         ) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("format"), str):
+        raise CheckpointError(f"{path} is not a checkpoint of this project: train one with `python train.py`")
+    if checkpoint["format"] != CHECKPOINT_FORMAT:  # another model of this family, a fork's VAE say
         raise CheckpointError(
-            f"{path} is not a checkpoint of this project: train one with `python train.py`"
+            f"{path} holds a '{checkpoint['format']}' model, and this code reads '{CHECKPOINT_FORMAT}': "
+            f"train one with this code's `python train.py`"
         )
     model = DenoisingAutoencoder(**checkpoint["model_args"])
     try:
@@ -136,3 +144,19 @@ def load_checkpoint(path) -> tuple[DenoisingAutoencoder, dict]:
             f"{path} has weights that do not fit its own model description: train again with `python train.py`"
         ) from None
     return model.eval(), checkpoint
+
+
+def newest_run(runs_dir: Path) -> Path:
+    """The run under `runs_dir` that finished (or was stopped) last: what evaluate.py and visualize.py take by default.
+
+    A run still in progress, or killed outright, has stop reason "running" and is passed over.
+    """
+    checkpoints = sorted(Path(runs_dir).glob(f"*/{CHECKPOINT_FILE}"), key=lambda path: path.stat().st_mtime)
+    for path in reversed(checkpoints):
+        try:
+            _, checkpoint = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        if checkpoint.get("stop_reason") != "running":
+            return path.parent
+    raise CheckpointError(f"no finished run in {runs_dir}: run `python train.py` first, or pass --run-dir")

@@ -1,8 +1,11 @@
 """EarlyStopping, the training loop and train.py as a user runs it."""
 
+import os
 import signal
+import stat
 import subprocess
 import sys
+from fnmatch import fnmatch
 
 import pytest
 import torch
@@ -54,7 +57,7 @@ def test_train_one_epoch_lowers_the_loss_on_a_tiny_problem():
     model = DenoisingAutoencoder(latent_dim=2)
     optimizer = train.make_optimizer(model, lr=1e-2)
     generator = torch.Generator().manual_seed(0)
-    losses = [train.train_one_epoch(model, optimizer, images, 16, 0.2, generator) for _ in range(20)]
+    losses = [train.train_one_epoch(model, optimizer, images, 16, 0.2, generator=generator) for _ in range(20)]
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -71,8 +74,8 @@ def test_tiny_run_lowers_the_loss_and_saves_the_best_weights(tiny_run):
     config = checkpoint["config"]
     generator = torch.Generator().manual_seed(config["seed"])
     images, labels = load_fashion_mnist(tiny_run / "data", train=True)
-    _, (val_images, _) = split_train_validation(images, labels, config["val_size"], generator)
-    val_noisy = add_noise(val_images, config["noise_std"], generator)
+    _, (val_images, _) = split_train_validation(images, labels, config["val_size"], generator=generator)
+    val_noisy = add_noise(val_images, config["noise_std"], generator=generator)
     assert train.validation_loss(model, val_noisy, val_images) == pytest.approx(checkpoint["best_val_loss"], rel=1e-6)
 
 
@@ -136,32 +139,24 @@ def test_a_new_run_replaces_the_old_one_without_mixing(tiny_data_dir, tmp_path, 
     train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2"))
     evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
     visualize.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
+    evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir), "--noise-std", "0.5"])
     # train.py's list of what the other scripts write is exactly what they wrote.
-    assert {p.name for p in run_dir.iterdir()} == {CHECKPOINT_FILE, *train.FILES_FROM_EARLIER_RUN}
+    written, patterns = {p.name for p in run_dir.iterdir()} - {CHECKPOINT_FILE}, train.FILES_FROM_EARLIER_RUN
+    assert all(any(fnmatch(name, pattern) for pattern in patterns) for name in written)
+    assert all(any(fnmatch(name, pattern) for name in written) for pattern in patterns)
     capsys.readouterr()
 
     train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "1"))
-    assert "holds an earlier run; this run replaces it" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "holds an earlier run: this run replaces it" in output
+    assert output.index("holds an earlier run") < output.index("epoch   1/1")  # said before training starts
     assert [p.name for p in run_dir.iterdir()] == [CHECKPOINT_FILE]
     assert len(load_checkpoint(run_dir / CHECKPOINT_FILE)[1]["history"]["val_loss"]) == 1
 
 
 def test_ctrl_c_keeps_the_best_checkpoint_and_the_history(tiny_data_dir, tmp_path):
-    """A real train.py process, started from another directory, gets SIGINT after a few epochs."""
-    command = [sys.executable, "-u", str(ROOT / "train.py"),
-               *tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "100000", "--patience", "100000")]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    epoch_lines = []
-    for line in process.stdout:
-        if line.startswith("epoch"):
-            epoch_lines.append(line)
-            if len(epoch_lines) == 3:
-                process.send_signal(signal.SIGINT)
-                break
-    output, errors = process.communicate(timeout=60)
-    epoch_lines += [line for line in output.splitlines() if line.startswith("epoch")]
-
-    assert process.returncode == 130
+    returncode, output, errors, epoch_lines = run_train_process(tmp_path, tiny_data_dir, signal.SIGINT)
+    assert returncode == 130
     assert "Traceback" not in errors
     assert "(interrupted)" in output and str(tmp_path / "run" / CHECKPOINT_FILE) in output
     _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
@@ -173,15 +168,99 @@ def test_ctrl_c_keeps_the_best_checkpoint_and_the_history(tiny_data_dir, tmp_pat
     assert (tmp_path / "run" / "metrics.json").is_file() and (tmp_path / "run" / "loss_curves.png").is_file()
 
 
-@pytest.mark.parametrize("latent_dim, panels_message", [("3", "wrote"), ("1", "has no pairs of dimensions")])
-def test_every_script_works_with_another_latent_size(tiny_data_dir, tmp_path, capsys, latent_dim, panels_message):
+def run_train_process(tmp_path, data_dir, stop_signal, after_epochs=3):
+    """A real train.py process, started from another directory, sent `stop_signal` after a few epochs."""
+    command = [sys.executable, "-u", str(ROOT / "train.py"),
+               *tiny_train_args(data_dir, tmp_path / "run", "--epochs", "100000", "--patience", "100000")]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    epoch_lines = []
+    for line in process.stdout:
+        if line.startswith("epoch"):
+            epoch_lines.append(line)
+            if len(epoch_lines) == after_epochs:
+                process.send_signal(stop_signal)
+                break
+    output, errors = process.communicate(timeout=60)
+    epoch_lines += [line for line in output.splitlines() if line.startswith("epoch")]
+    return process.returncode, output, errors, epoch_lines
+
+
+def test_sigterm_keeps_the_full_history_like_ctrl_c(tiny_data_dir, tmp_path):
+    """`timeout`, a job scheduler or a notebook kernel stop sends SIGTERM: nothing may be lost."""
+    returncode, output, errors, epoch_lines = run_train_process(tmp_path, tiny_data_dir, signal.SIGTERM)
+    assert returncode == 143  # 128 + SIGTERM's 15, as the shell reports a process that SIGTERM stopped
+    assert "Traceback" not in errors and "(terminated)" in output
+    _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    assert checkpoint["stop_reason"] == "terminated"
+    assert len(checkpoint["history"]["val_loss"]) == len(checkpoint["history"]["train_loss"]) == len(epoch_lines) >= 3
+
+
+def test_checkpoints_get_ordinary_file_permissions(tiny_data_dir, tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "1"))
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "run" / CHECKPOINT_FILE).stat().st_mode) == 0o644
+
+
+def test_abbreviated_flags_are_errors_not_other_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--epoch", "5"])  # with prefix matching, argparse would take it for --epochs
+    assert exit_info.value.code == 2 and "unrecognized arguments: --epoch" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_to_start_replaces_nothing(tiny_data_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2"))
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "1", "--val-size", "100000"))
+    assert "choose a --val-size between 1 and 299" in str(exit_info.value.code)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+    assert "replaces" not in capsys.readouterr().out  # no warning about a replacement that never happens
+
+
+def test_a_default_run_that_fails_to_start_leaves_no_directory(tiny_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "RUNS_DIR", tmp_path / "runs")
+    with pytest.raises(SystemExit):
+        train.main(["--data-dir", str(tiny_data_dir), "--val-size", "100000", "--device", "cpu"])
+    assert not list((tmp_path / "runs").iterdir())
+
+
+def test_each_epoch_line_says_if_it_saved_and_if_early_stopping_counted_it(tiny_data_dir, tmp_path, capsys):
+    # A min delta of 0.01 makes small gains save new best weights without counting as progress.
+    train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "12", "--min-delta", "0.01"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    val_loss = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)[1]["history"]["val_loss"]
+    stopping = EarlyStopping(patience=25, min_delta=0.01)
+    for epoch, (line, loss) in enumerate(zip(lines, val_loss, strict=True), start=1):
+        new_best = loss < min(val_loss[: epoch - 1], default=float("inf"))  # a tie is no new best
+        stopping.should_stop(loss)
+        assert ("new best, saved" in line) == new_best, line
+        assert ("(progress)" in line) == (stopping.epochs_without_improvement == 0), line
+        assert f"patience {stopping.epochs_without_improvement:2d}/25" in line
+    assert any("new best, saved" in line and "no progress" in line for line in lines)  # the case that confused
+
+
+def test_train_one_epoch_refuses_images_of_the_wrong_shape_or_type():
+    model = DenoisingAutoencoder()
+    optimizer = train.make_optimizer(model, lr=1e-3)
+    for wrong in (torch.rand(8, 28, 28), (torch.rand(8, 1, 28, 28) * 255).to(torch.uint8)):
+        with pytest.raises(ValueError, match=r"must be float images of shape \(N, 1, 28, 28\)"):
+            train.train_one_epoch(model, optimizer, wrong, 4, 0.2)
+
+
+@pytest.mark.parametrize("latent_dim", ["3", "1"])
+def test_every_script_works_with_another_latent_size(tiny_data_dir, tmp_path, capsys, latent_dim):
     run_dir = tmp_path / "run"
     train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2", "--latent-dim", latent_dim))
     evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
     visualize.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
     output = capsys.readouterr().out
-    assert f"{latent_dim}-D test codes" in output
-    assert panels_message in [line for line in output.splitlines() if "latent_pairs" in line][0]
+    assert f"{latent_dim}-D test codes" in output and f"PCA with {latent_dim} components" in output
+    assert f"wrote {run_dir / 'latent_pairs.png'}" in output
 
 
 @requires_real_data
