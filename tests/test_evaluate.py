@@ -8,9 +8,12 @@ import sys
 import pytest
 import torch
 
+import baselines
 import evaluate
-from conftest import ROOT
-from evaluate import knn_accuracy, mae_per_class, mean_absolute_error, peak_signal_to_noise_ratio
+import train
+from baselines import mean_absolute_error, peak_signal_to_noise_ratio
+from conftest import ROOT, tiny_train_args
+from evaluate import knn_accuracy, mae_per_class
 
 
 def test_mean_absolute_error_by_hand():
@@ -54,9 +57,9 @@ def test_blur_sigma_is_chosen_by_the_error_it_gives():
     clean = torch.zeros(4, 1, 28, 28)
     clean[:, :, 8:20, 8:20] = 1.0
     noisy = clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
-    sigma = evaluate.choose_blur_sigma(noisy, clean)
+    sigma = baselines.choose_blur_sigma(noisy, clean)
     clipped = noisy.clamp(0, 1)
-    errors = {s: mean_absolute_error(evaluate.gaussian_blur(clipped, s), clean) for s in evaluate.BLUR_SIGMAS}
+    errors = {s: mean_absolute_error(baselines.gaussian_blur(clipped, s), clean) for s in baselines.BLUR_SIGMAS}
     assert errors[sigma] == min(errors.values())
 
 
@@ -70,16 +73,16 @@ def test_evaluate_end_to_end_writes_the_report(tiny_run, capsys):
     assert metrics["test_images"] == 100 and metrics["noise_std"] == 0.2
     methods = metrics["methods"]
     assert list(methods) == ["denoising autoencoder", "noisy input, as is", "noisy input clipped to [0, 1]",
-                             "Gaussian blur of the clipped input"]
+                             "Gaussian blur of the clipped input", "PCA with 8 components"]
     assert methods["denoising autoencoder"]["mae"] == metrics["test_mae"]
     # Doing nothing costs E|N(0, 0.2^2)| = 0.2 sqrt(2/pi) = 0.1596 per pixel, give or take sampling.
     assert methods["noisy input, as is"]["mae"] == pytest.approx(0.2 * math.sqrt(2 / math.pi), rel=0.02)
     assert methods["noisy input clipped to [0, 1]"]["mae"] < methods["noisy input, as is"]["mae"]
-    assert metrics["blur_sigma"] in evaluate.BLUR_SIGMAS
+    assert metrics["blur_sigma"] in baselines.BLUR_SIGMAS
     assert len(metrics["mae_per_class"]) == 10
     assert list(metrics["mae_per_class"].values()) == sorted(metrics["mae_per_class"].values(), reverse=True)
     assert metrics["knn"]["k"] == evaluate.NEIGHBOURS and metrics["knn"]["train_codes"] == 240
-    assert 0 <= metrics["knn"]["accuracy"] <= 1
+    assert 0 <= metrics["knn"]["accuracy"] <= 1 and 0 <= metrics["knn"]["pca_accuracy"] <= 1
     assert metrics["run"]["epochs_run"] == 15 and metrics["run"]["seed"] == 0 and metrics["run"]["device"] == "cpu"
 
 
@@ -109,3 +112,96 @@ def test_a_negative_noise_std_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--noise-std", "-1"])
     assert exit_info.value.code == 2 and "must be at least 0" in capsys.readouterr().err
+
+
+def recipe_checkpoint(**changes) -> dict:
+    """What a finished run of the published recipe records, with `changes` on top."""
+    checkpoint = {"recipe_changes": {}, "stop_reason": "reached --epochs 200", "config": {"noise_std": 0.2},
+                  "history": {"val_loss": [0.1] * 200}}
+    return {**checkpoint, **changes}
+
+
+def test_the_published_figure_applies_only_to_the_recipe_at_its_noise():
+    assert evaluate.why_published_does_not_apply(recipe_checkpoint(), 0.2) is None
+    assert "--epochs 5" in evaluate.why_published_does_not_apply(recipe_checkpoint(recipe_changes={"epochs": 5}), 0.2)
+    assert "test noise std 0.5" in evaluate.why_published_does_not_apply(recipe_checkpoint(), 0.5)
+    stopped = recipe_checkpoint(stop_reason="interrupted", history={"val_loss": [0.3] * 7})
+    assert "stopped (interrupted) after 7 epochs" in evaluate.why_published_does_not_apply(stopped, 0.2)
+    assert "does not record" in evaluate.why_published_does_not_apply({"stop_reason": "reached --epochs 200"}, 0.2)
+
+
+def test_a_short_run_is_not_set_beside_the_published_figure(tiny_run, capsys):
+    evaluate.main(["--run-dir", str(tiny_run / "run"), "--data-dir", str(tiny_run / "data")])
+    headline = [line for line in capsys.readouterr().out.splitlines() if line.startswith("test MAE")][0]
+    assert "(published:" not in headline
+    assert "does not compare: the run changed the recipe: --epochs 15, --batch-size 32, --val-size 60" in headline
+
+
+def test_a_model_worse_than_the_noisy_input_says_so(tiny_data_dir, tmp_path, capsys):
+    train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "1", "--lr", "1e-9"))
+    evaluate.main(["--run-dir", str(tmp_path / "run"), "--data-dir", str(tiny_data_dir)])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test_mae"] > metrics["methods"]["noisy input, as is"]["mae"]  # an untrained model: about 0.5
+    assert "worse than the untouched noisy input" in capsys.readouterr().out
+
+
+def test_another_noise_level_is_written_beside_the_runs_own_metrics(tiny_run):
+    run_dir, data_dir = tiny_run / "run", tiny_run / "data"
+    evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(data_dir)])
+    own = (run_dir / "metrics.json").read_text()
+    evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(data_dir), "--noise-std", "0.5"])
+    assert (run_dir / "metrics.json").read_text() == own
+    assert json.loads((run_dir / "metrics-noise0.5.json").read_text())["noise_std"] == 0.5
+
+
+def test_the_noise_table_holds_the_training_noise_and_grows_with_the_noise(tiny_run):
+    metrics = evaluate.evaluate(tiny_run / "run", tiny_run / "data", None)
+    levels, errors = metrics["noise_levels"]["noise_std"], metrics["noise_levels"]["mae"]
+    assert 0.2 in levels and levels[0] == 0 and levels[-1] >= 0.5
+    noisy = errors["noisy input, as is"]
+    assert noisy == sorted(noisy) and noisy[0] == 0
+    # Unclipped noise costs E|N(0, std^2)| = std sqrt(2/pi) per pixel, give or take sampling.
+    for std, mae in zip(levels[1:], noisy[1:]):
+        assert mae == pytest.approx(std * math.sqrt(2 / math.pi), rel=0.02)
+    # At the training noise the table agrees with the headline, to the last bit.
+    assert errors["denoising autoencoder"][levels.index(0.2)] == metrics["test_mae"]
+
+
+def test_without_run_dir_the_newest_finished_run_is_taken(tiny_data_dir, tmp_path, monkeypatch, capsys):
+    """Two default runs leave two directories, and evaluate.py takes the newer."""
+    for module in (train, evaluate):
+        monkeypatch.setattr(module, "RUNS_DIR", tmp_path / "runs")
+    extra = ["--data-dir", str(tiny_data_dir), "--val-size", "60", "--batch-size", "32", "--device", "cpu"]
+    train.main([*extra, "--epochs", "2"])
+    train.main([*extra, "--epochs", "3"])
+    first, second = sorted((tmp_path / "runs").iterdir())
+    assert first.name < second.name  # named by their start time: the newer sorts last
+    assert (first / "checkpoint.pt").is_file() and (second / "checkpoint.pt").is_file()
+    capsys.readouterr()
+    evaluate.main(["--data-dir", str(tiny_data_dir)])
+    assert f"evaluating the newest run, {second}" in capsys.readouterr().out
+    assert json.loads((second / "metrics.json").read_text())["run"]["epochs_run"] == 3
+    assert not (first / "metrics.json").exists()
+
+
+def test_a_run_still_in_progress_is_passed_over(tmp_path):
+    from dae import DenoisingAutoencoder, newest_run, save_checkpoint
+
+    model = DenoisingAutoencoder()
+    for name, stop_reason in (("2026-01-01_10-00-00", "reached --epochs 200"), ("2026-01-01_11-00-00", "running")):
+        (tmp_path / name).mkdir()
+        save_checkpoint(tmp_path / name / "checkpoint.pt", model, model.state_dict(), stop_reason=stop_reason)
+    assert newest_run(tmp_path) == tmp_path / "2026-01-01_10-00-00"
+
+
+def test_abbreviated_flags_are_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--noise", "0.5"])  # argparse would otherwise read it as --noise-std
+    assert exit_info.value.code == 2 and "unrecognized arguments: --noise" in capsys.readouterr().err
+
+
+def test_help_shows_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default: the noise the run was trained with)" in help_text and "(default: None)" not in help_text

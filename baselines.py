@@ -1,0 +1,135 @@
+"""Denoisers that learn nothing (or only a linear map), and the error measures every denoiser is judged by.
+
+A test error means little alone. Beside the model, evaluate.py and visualize.py show what needs no
+training at all, and what the best *linear* code of the same size does:
+
+  clipping   noisy pixels clipped to [0, 1], where every clean pixel lies
+  blur       a Gaussian blur of the clipped image, its width chosen on validation images
+  PCA        the noisy image projected onto its top k principal components and back, clipped;
+             for squared error it is the best linear code of k numbers, and an autoencoder with
+             linear layers and a k-number code learns the same subspace (Baldi & Hornik, 1989,
+             "Neural networks and principal component analysis"). What the DAE does better than
+             PCA with k = latent_dim is what its non-linearity buys.
+
+PCA here has the model's interface: `encode` images to codes, `decode` codes to images. So one
+piece of code can ask either for its reconstructions or for its codes.
+"""
+
+import math
+
+import torch
+import torchvision.transforms.functional as TF
+
+BLUR_SIGMAS = tuple(round(0.1 * step, 1) for step in range(3, 21))  # 0.3 ... 2.0, tried on the validation set
+BLUR = "Gaussian blur of the clipped input"
+
+
+def mean_absolute_error(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean of |prediction - target| over every image and every pixel: the published metric."""
+    return (prediction - target).abs().mean().item()
+
+
+def peak_signal_to_noise_ratio(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean over images of 10 log10(1 / MSE), in dB; pixels of a clean image span [0, 1], so the peak is 1."""
+    squared_error_per_image = (prediction - target).pow(2).flatten(1).mean(dim=1)  # (N, 1, 28, 28) -> (N,)
+    return (10 * torch.log10(1 / squared_error_per_image)).mean().item()
+
+
+def clip(noisy: torch.Tensor) -> torch.Tensor:
+    return noisy.clamp(0, 1)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    kernel_size = 2 * math.ceil(3 * sigma) + 1  # odd, and wide enough to hold +-3 sigma
+    return TF.gaussian_blur(images, kernel_size=[kernel_size, kernel_size], sigma=[sigma, sigma])
+
+
+def choose_blur_sigma(noisy: torch.Tensor, clean: torch.Tensor) -> float:
+    """The blur that best denoises the clipped `noisy` images; pass validation images, never test ones."""
+    clipped = clip(noisy)
+    return min(BLUR_SIGMAS, key=lambda sigma: mean_absolute_error(gaussian_blur(clipped, sigma), clean))
+
+
+class PrincipalComponents:
+    """Principal component analysis of images, as an encoder and a decoder: (N, 1, 28, 28) <-> (N, k)."""
+
+    def __init__(self, mean: torch.Tensor, components: torch.Tensor):
+        self.mean = mean  # (784,), the mean image
+        self.components = components  # (k, 784): orthonormal rows, the direction of largest variance first
+
+    @classmethod
+    def fit(cls, images: torch.Tensor) -> "PrincipalComponents":
+        """All 784 components of `images` (N, 1, 28, 28); keep the first k with `.first(k)`."""
+        pixels = images.flatten(1).double()  # (N, 784); float64, since each covariance entry sums N products
+        mean = pixels.mean(dim=0)
+        centred = pixels - mean
+        covariance = centred.T @ centred / (len(pixels) - 1)  # (784, 784)
+        # The eigenvectors of the covariance are the principal directions; eigh sorts them by
+        # ascending variance, so flip to put the largest first.
+        _, eigenvectors = torch.linalg.eigh(covariance)  # columns are eigenvectors
+        return cls(mean.float(), eigenvectors.flip(dims=[1]).T.float().contiguous())
+
+    def first(self, count: int) -> "PrincipalComponents":
+        """The same analysis keeping only the `count` directions of largest variance."""
+        return PrincipalComponents(self.mean, self.components[:count])
+
+    @property
+    def size(self) -> int:
+        return len(self.components)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.flatten(1) - self.mean) @ self.components.T  # (N, 784) -> (N, k)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        pixels = codes @ self.components + self.mean  # (N, k) -> (N, 784)
+        return clip(pixels).view(-1, 1, 28, 28)  # clean pixels lie in [0, 1], as the model's sigmoid ensures
+
+
+def components_to_match(analysis: PrincipalComponents, noisy: torch.Tensor, clean: torch.Tensor,
+                        target_mae: float) -> int | None:
+    """The fewest principal components whose reconstruction of `noisy` reaches `target_mae`; None if none does.
+
+    More components keep more of the image but also more of the noise, so the error first falls,
+    then rises again. The smallest count that reaches the target lies before the lowest point, and
+    the error falls all the way there, so a bisection finds it.
+    """
+    coefficients = analysis.encode(noisy)  # (N, 784), every component at once
+
+    def error(count: int) -> float:
+        return mean_absolute_error(analysis.first(count).decode(coefficients[:, :count]), clean)
+
+    counts = [2**power for power in range(int(math.log2(analysis.size)) + 1)] + [analysis.size]
+    best_count = min(counts, key=error)
+    if error(best_count) > target_mae:
+        return None
+    low, high = 0, best_count  # error(low) > target (no components at all is the mean image) >= error(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if error(middle) <= target_mae else (middle, high)
+    return high
+
+
+def denoisers(model: torch.nn.Module, pca: PrincipalComponents, blur_sigma: float) -> dict:
+    """Every method compared, by name: each maps noisy images (N, 1, 28, 28) to denoised ones."""
+    return {
+        "denoising autoencoder": lambda noisy: model.decode(model.encode(noisy)),
+        "noisy input, as is": lambda noisy: noisy,
+        "noisy input clipped to [0, 1]": clip,
+        BLUR: lambda noisy: gaussian_blur(clip(noisy), blur_sigma),
+        f"PCA with {pca.size} components": lambda noisy: pca.decode(pca.encode(noisy)),
+    }
+
+
+@torch.no_grad()
+def errors_at_noise_levels(methods: dict, clean: torch.Tensor, unit_noise: torch.Tensor, levels) -> dict:
+    """Mean absolute error of each method on `clean + std * unit_noise` for each std: {method: [MAE per level]}.
+
+    The same unit noise serves every level, so the levels differ only in strength. Each method stays
+    as it was fitted (the model trained, the blur and PCA chosen) at the run's own noise.
+    """
+    errors = {name: [] for name in methods}
+    for std in levels:
+        noisy = clean + std * unit_noise
+        for name, denoise in methods.items():
+            errors[name].append(mean_absolute_error(denoise(noisy), clean))
+    return errors
