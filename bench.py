@@ -2,7 +2,7 @@
 
     python bench.py                    # this machine's accelerator, or the CPU
     python bench.py --device cpu       # force a device: cpu, cuda or mps
-    python bench.py --epochs 30        # time more epochs than the default 10 (the median is reported)
+    python bench.py --epochs 30        # time more epochs than the default 10
 
 Rows, all on the same model, the same 50,000 images, batches of 4096 and fresh noise per batch:
   this project    train.py's own train_one_epoch, the very function a training run calls
@@ -10,6 +10,8 @@ Rows, all on the same model, the same 50,000 images, batches of 4096 and fresh n
   DataLoader      the common tutorial style: torchvision's FashionMNIST with ToTensor and a DataLoader
   CUDA graph      (CUDA only) the same step captured once and replayed, to show what kernel launches cost
 Then the arithmetic's own floor, evaluation throughput, and what a full 200-epoch run would take.
+Each row gives the median of its timed epochs with the fastest and slowest beside it; a row whose
+slowest is far above its fastest gets a warning, since the machine was busy and its median is unreliable.
 """
 
 import argparse
@@ -19,17 +21,19 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch.utils.data import DataLoader, Subset
 
 from dae import DenoisingAutoencoder
 from data import DataError, load_fashion_mnist, noisy_test_set
-from train import make_optimizer, parse_args, pick_device, positive_int, train_one_epoch, validation_loss
+from train import (
+    make_optimizer, parse_args, pick_device, positive_int, train_one_epoch, training_loss, validation_loss,
+)
 
 ROOT = Path(__file__).resolve().parent
 RECIPE = parse_args([])  # train.py's defaults: the recipe's batch size, noise, learning rate and epochs
 TRAIN_IMAGES = 60_000 - RECIPE.val_size  # what train.py trains on once the validation images are held out
+UNSTEADY = 1.5  # a row whose slowest repeat takes this many times its fastest was measured on a busy machine
 
 
 def synchronize(device: torch.device) -> None:
@@ -38,21 +42,39 @@ def synchronize(device: torch.device) -> None:
         torch.accelerator.synchronize()
 
 
-def median_seconds(run_once, device: torch.device, repeats: int, warmup: int = 1) -> float:
+class Timing:
+    """The seconds of each timed repeat; the median is what a row reports, the fastest and slowest its spread."""
+
+    def __init__(self, seconds: list[float]):
+        self.seconds = seconds
+        self.median, self.fastest, self.slowest = statistics.median(seconds), min(seconds), max(seconds)
+
+    def scaled(self, factor: float) -> "Timing":
+        return Timing([seconds * factor for seconds in self.seconds])
+
+    @property
+    def unsteady(self) -> bool:
+        return self.slowest > UNSTEADY * self.fastest
+
+
+def time_repeats(run_once, device: torch.device, repeats: int, warmup: int = 1) -> Timing:
     for _ in range(warmup):
         run_once()
-    times = []
+    seconds = []
     for _ in range(repeats):
         synchronize(device)
         start = time.perf_counter()
         run_once()
         synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        seconds.append(time.perf_counter() - start)
+    return Timing(seconds)
 
 
 def fresh_training_state(device):
-    """(model, optimizer, noise generator), built the same way for each row, so the rows start alike."""
+    """(model, optimizer, noise generator), built the same way for each row, so the rows start alike.
+
+    `device` is the images' own (cuda:0, not cuda): a generator must sit on the very device it draws for.
+    """
     torch.manual_seed(0)
     model = DenoisingAutoencoder().to(device)
     return model, make_optimizer(model, RECIPE.lr), torch.Generator(device).manual_seed(0)
@@ -62,9 +84,9 @@ def time_this_project(images, device, epochs) -> float:
     model, optimizer, generator = fresh_training_state(device)
 
     def epoch():
-        train_one_epoch(model, optimizer, images, RECIPE.batch_size, RECIPE.noise_std, generator)
+        train_one_epoch(model, optimizer, images, RECIPE.batch_size, RECIPE.noise_std, generator=generator)
 
-    return median_seconds(epoch, device, epochs)
+    return time_repeats(epoch, device, epochs)
 
 
 def time_bare_loop(images, device, epochs) -> float:
@@ -75,12 +97,12 @@ def time_bare_loop(images, device, epochs) -> float:
         for start in range(0, len(images), RECIPE.batch_size):
             clean = images[order[start : start + RECIPE.batch_size]]
             noisy = clean + RECIPE.noise_std * torch.randn(clean.shape, device=device, generator=generator)
-            loss = F.l1_loss(model(noisy), clean)
+            loss = training_loss(model, noisy, clean)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
-    return median_seconds(epoch, device, epochs)
+    return time_repeats(epoch, device, epochs)
 
 
 def time_dataloader_tutorial(data_dir, image_count, device, epochs) -> float:
@@ -95,12 +117,12 @@ def time_dataloader_tutorial(data_dir, image_count, device, epochs) -> float:
         for clean, _ in loader:
             clean = clean.to(device)
             noisy = clean + RECIPE.noise_std * torch.randn_like(clean)
-            loss = F.l1_loss(model(noisy), clean)
+            loss = training_loss(model, noisy, clean)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
-    return median_seconds(epoch, device, epochs)
+    return time_repeats(epoch, device, epochs)
 
 
 def time_cuda_graph(images, device, epochs) -> float:
@@ -117,7 +139,7 @@ def time_cuda_graph(images, device, epochs) -> float:
 
     def step():
         noisy = static_clean + RECIPE.noise_std * torch.randn_like(static_clean)
-        F.l1_loss(model(noisy), static_clean).backward()
+        training_loss(model, noisy, static_clean).backward()
         optimizer.step()
 
     side_stream = torch.cuda.Stream()  # warm up off the default stream, as capture requires
@@ -140,7 +162,7 @@ def time_cuda_graph(images, device, epochs) -> float:
             static_clean.copy_(images[order[batch * RECIPE.batch_size : (batch + 1) * RECIPE.batch_size]])
             graph.replay()
 
-    return median_seconds(epoch, device, epochs)
+    return time_repeats(epoch, device, epochs)
 
 
 def flops_per_epoch(image_count: int) -> float:
@@ -150,17 +172,19 @@ def flops_per_epoch(image_count: int) -> float:
     return 3 * 2 * weights * image_count
 
 
-def measured_matmul_flops(device: torch.device) -> float:
-    """FLOP/s of a large float32 matrix product on this device: the rate the arithmetic could reach."""
+def time_arithmetic_alone(image_count: int, device: torch.device) -> tuple[Timing, float]:
+    """How long an epoch's FLOPs take at the rate of a large float32 matrix product on this device: (timing, FLOP/s)."""
     size = 4096
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    return 2 * size**3 / median_seconds(lambda: a @ b, device, repeats=5, warmup=2)
+    matmul = time_repeats(lambda: a @ b, device, repeats=5, warmup=2)
+    return matmul.scaled(flops_per_epoch(image_count) / (2 * size**3)), 2 * size**3 / matmul.median
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description="Time one training epoch of this project beside a bare loop and the DataLoader style.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--device", type=pick_device, default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--epochs", type=positive_int, default=10, help="timed epochs per row, after one warm-up")
@@ -174,6 +198,7 @@ def main(argv=None) -> None:
     except DataError as error:
         sys.exit(f"error: {error}")
     images = images[:TRAIN_IMAGES].to(device)  # (50000, 1, 28, 28), resident on the device
+    device = images.device  # the very device the data sits on (cuda:0, not cuda), for every generator made for it
     test_clean, test_noisy = test_clean.to(device), test_noisy.to(device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
           f"{len(images):,} images, batch {RECIPE.batch_size}; median of {args.epochs} epochs after 1 warm-up")
@@ -187,24 +212,27 @@ def main(argv=None) -> None:
     }
     if device.type == "cuda":
         rows["the same step in a CUDA graph (full batches)"] = time_cuda_graph(images, device, args.epochs)
+    arithmetic, rate = time_arithmetic_alone(len(images), device)
+    rows["arithmetic alone, at this device's matmul rate"] = arithmetic
 
-    print(f"\n{'training epoch':<48}{'seconds':>10}{'x this project':>16}")
-    for name, seconds in rows.items():
-        print(f"{name:<48}{seconds:>10.4f}{seconds / ours:>15.2f}x")
-
-    flops, rate = flops_per_epoch(len(images)), measured_matmul_flops(device)
-    print(f"{'arithmetic alone, at this device matmul rate':<48}{flops / rate:>10.4f}{flops / rate / ours:>15.2f}x"
-          f"   ({flops / 1e9:.1f} GFLOP per epoch at {rate / 1e12:.2f} TFLOP/s)")
+    print(f"\n{'training epoch':<48}{'median s':>10}{'fastest':>10}{'slowest':>10}{'x this project':>16}")
+    for name, timing in rows.items():
+        print(f"{name:<48}{timing.median:>10.4f}{timing.fastest:>10.4f}{timing.slowest:>10.4f}"
+              f"{timing.median / ours.median:>15.2f}x")
+    print(f"(the arithmetic: {flops_per_epoch(len(images)) / 1e9:.1f} GFLOP per epoch at {rate / 1e12:.2f} TFLOP/s)")
+    for name, timing in rows.items():
+        if timing.unsteady:
+            print(f"warning: '{name}' ranged from {timing.fastest:.4f}s to {timing.slowest:.4f}s, over {UNSTEADY}x: "
+                  f"the machine was busy, so its median is unreliable; rerun on an idle machine or with more --epochs")
 
     # train.py's validation pass over 10,000 images costs what evaluating the 10,000 test images does.
     model = DenoisingAutoencoder().to(device)
-    validation_seconds = median_seconds(lambda: validation_loss(model, test_noisy, test_clean), device, repeats=5)
-    print(f"\nevaluation: {len(test_noisy) / validation_seconds:,.0f} test images per second")
+    validation = time_repeats(lambda: validation_loss(model, test_noisy, test_clean), device, repeats=5)
+    print(f"\nevaluation: {len(test_noisy) / validation.median:,.0f} test images per second")
     print(f"projected full run, {RECIPE.epochs} epochs with a validation pass each: "
-          f"{RECIPE.epochs * (ours + validation_seconds):.1f}s")
-    print(f"DataLoader style / this project: {rows['DataLoader + ToTensor (tutorial style)'] / ours:.1f}x; "
-          f"this project / bare loop: {ours / rows['bare in-memory loop (the floor)']:.2f}x")
-
+          f"{RECIPE.epochs * (ours.median + validation.median):.1f}s")
+    print(f"DataLoader style / this project: {rows['DataLoader + ToTensor (tutorial style)'].median / ours.median:.1f}x; "
+          f"this project / bare loop: {ours.median / rows['bare in-memory loop (the floor)'].median:.2f}x")
 
 if __name__ == "__main__":
     main()
