@@ -116,8 +116,8 @@ def test_a_negative_noise_std_is_refused(capsys):
 
 def recipe_checkpoint(**changes) -> dict:
     """What a finished run of the published recipe records, with `changes` on top."""
-    checkpoint = {"recipe_changes": {}, "stop_reason": "reached --epochs 200", "config": {"noise_std": 0.2},
-                  "history": {"val_loss": [0.1] * 200}}
+    checkpoint = {"format": evaluate.PUBLISHED_MODEL, "recipe_changes": {}, "stop_reason": "reached --epochs 200",
+                  "config": {"noise_std": 0.2}, "history": {"val_loss": [0.1] * 200}}
     return {**checkpoint, **changes}
 
 
@@ -127,7 +127,10 @@ def test_the_published_figure_applies_only_to_the_recipe_at_its_noise():
     assert "test noise std 0.5" in evaluate.why_published_does_not_apply(recipe_checkpoint(), 0.5)
     stopped = recipe_checkpoint(stop_reason="interrupted", history={"val_loss": [0.3] * 7})
     assert "stopped (interrupted) after 7 epochs" in evaluate.why_published_does_not_apply(stopped, 0.2)
-    assert "does not record" in evaluate.why_published_does_not_apply({"stop_reason": "reached --epochs 200"}, 0.2)
+    unrecorded = {"format": evaluate.PUBLISHED_MODEL, "stop_reason": "reached --epochs 200"}
+    assert "does not record" in evaluate.why_published_does_not_apply(unrecorded, 0.2)
+    fork = recipe_checkpoint(format="fashion-mnist-vae/1")
+    assert "for the published DAE" in evaluate.why_published_does_not_apply(fork, 0.2)
 
 
 def test_a_short_run_is_not_set_beside_the_published_figure(tiny_run, capsys):
