@@ -63,8 +63,6 @@ def knn_accuracy(
 
 def why_published_does_not_apply(checkpoint: dict, noise_std: float) -> str | None:
     """None when this run and test are the published recipe's, so 0.06857 is a fair comparison; else why not."""
-    if checkpoint["format"] != PUBLISHED_MODEL:  # a fork's model, a VAE say
-        return f"it is for the published DAE, and this is a '{checkpoint['format']}' model"
     if "recipe_changes" not in checkpoint:
         return "this checkpoint does not record whether it followed the recipe"
     changes = checkpoint["recipe_changes"]
@@ -74,6 +72,8 @@ def why_published_does_not_apply(checkpoint: dict, noise_std: float) -> str | No
         )
     if checkpoint["stop_reason"] in ("interrupted", "terminated", "running"):
         return f"training was stopped ({checkpoint['stop_reason']}) after {len(checkpoint['history']['val_loss'])} epochs"
+    if checkpoint["format"] != PUBLISHED_MODEL:  # a fork's model, a VAE say
+        return f"it is for the published DAE, and this is a '{checkpoint['format']}' model"
     if noise_std != checkpoint["config"]["noise_std"]:
         return f"it was measured at test noise std {noise_std}, not the recipe's {checkpoint['config']['noise_std']}"
     return None
