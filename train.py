@@ -231,7 +231,7 @@ def epoch_line(epoch: int, args, train_loss: float, val_loss: float, saved: bool
     if progress:
         patience_note = "progress"
     elif saved:
-        patience_note = f"no progress: the gain is not above min delta {args.min_delta}"
+        patience_note = "gain under min delta"
     else:
         patience_note = "no progress"
     return (f"epoch {epoch:3d}/{args.epochs}  train {train_loss:.4f}  val {val_loss:.4f}"

@@ -1,9 +1,12 @@
 """The denoisers that learn nothing, and PCA, against cases whose answer is known."""
 
+import math
+
 import pytest
 import torch
+import torchvision
 
-from baselines import PrincipalComponents, components_to_match, mean_absolute_error
+from baselines import PrincipalComponents, components_to_match, gaussian_blur, mean_absolute_error
 
 
 def images_in_a_subspace(count: int, dimensions: int, seed: int = 0) -> torch.Tensor:
@@ -50,3 +53,15 @@ def test_components_to_match_finds_the_fewest_that_reach_the_target():
         target = (errors[needed] + errors[needed - 1]) / 2  # reached by `needed` components, not by one fewer
         assert components_to_match(analysis, images, images, target) == needed
     assert components_to_match(analysis, images, images, -1.0) is None  # no error is below zero
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.5, 1.3, 2.0])
+def test_blur_agrees_with_torchvisions_gaussian_blur(sigma):
+    images = torch.rand(6, 1, 28, 20, generator=torch.Generator().manual_seed(0))  # not square, to catch a mix-up
+    size = 2 * math.ceil(3 * sigma) + 1
+    reference = torchvision.transforms.functional.gaussian_blur(images, [size, size], [sigma, sigma])
+    assert torch.allclose(gaussian_blur(images, sigma), reference, atol=1e-6)
+
+
+def test_blur_leaves_a_flat_image_flat():
+    assert torch.allclose(gaussian_blur(torch.full((1, 1, 28, 28), 0.3), 1.5), torch.full((1, 1, 28, 28), 0.3))
