@@ -151,7 +151,9 @@ def newest_run(runs_dir: Path) -> Path:
 
     A run still in progress, or killed outright, has stop reason "running" and is passed over.
     """
-    checkpoints = sorted(Path(runs_dir).glob(f"*/{CHECKPOINT_FILE}"), key=lambda path: path.stat().st_mtime)
+    # runs_dir/checkpoint.pt itself too: where this project put its one run before runs had directories.
+    candidates = [*Path(runs_dir).glob(CHECKPOINT_FILE), *Path(runs_dir).glob(f"*/{CHECKPOINT_FILE}")]
+    checkpoints = sorted(candidates, key=lambda path: path.stat().st_mtime)
     for path in reversed(checkpoints):
         try:
             _, checkpoint = load_checkpoint(path)

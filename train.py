@@ -31,6 +31,7 @@ from data import DataError, add_noise, check_images, load_training_split
 
 ROOT = Path(__file__).resolve().parent
 RUNS_DIR = ROOT / "runs"
+NEW_RUN_DIR = str(RUNS_DIR / "<date>_<time>")  # --run-dir's default: a new directory, named as the run starts
 
 # Written by evaluate.py and visualize.py. A new run removes them when it first saves, so a run
 # directory never mixes the figures of one run with the checkpoint of another.
@@ -163,9 +164,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--val-size", type=positive_int, default=10_000, help="training images held out for validation")
     parser.add_argument("--seed", type=int, default=0, help="seeds the split, the initial weights and the noise")
     parser.add_argument("--data-dir", default=str(ROOT / "data"), help="where Fashion-MNIST is, or goes")
-    parser.add_argument("--run-dir", default=None,
-                        help="where the run is written; an earlier run there is replaced "
-                             "(default: a new directory runs/<date>_<time>)")
+    parser.add_argument("--run-dir", default=NEW_RUN_DIR,
+                        help="where the run is written; an earlier run there is replaced")
     parser.add_argument("--device", type=pick_device, default="auto", help="auto, cpu, cuda or mps")
     return parser.parse_args(argv)
 
@@ -320,7 +320,7 @@ EXIT_STATUS = {"interrupted": 130, "terminated": 143}  # the shell's usual 128 +
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(RUNS_DIR)
+    run_dir = new_run_dir(RUNS_DIR) if args.run_dir == NEW_RUN_DIR else Path(args.run_dir)
     previous_handler = signal.signal(signal.SIGTERM, raise_terminated)  # SIGTERM stops like Ctrl-C: save, then exit
     try:
         stop_reason = train(args, run_dir)
@@ -331,7 +331,7 @@ def main(argv=None) -> None:
         stop_reason = "terminated" if isinstance(stop, Terminated) else "interrupted"
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-        if args.run_dir is None and run_dir.is_dir() and not any(run_dir.iterdir()):
+        if args.run_dir == NEW_RUN_DIR and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a run that saved nothing leaves no empty directory behind
     if stop_reason in EXIT_STATUS:
         sys.exit(EXIT_STATUS[stop_reason])
