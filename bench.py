@@ -231,8 +231,9 @@ def main(argv=None) -> None:
     print(f"\nevaluation: {len(test_noisy) / validation.median:,.0f} test images per second")
     print(f"projected full run, {RECIPE.epochs} epochs with a validation pass each: "
           f"{RECIPE.epochs * (ours.median + validation.median):.1f}s")
-    print(f"DataLoader style / this project: {rows['DataLoader + ToTensor (tutorial style)'].median / ours.median:.1f}x; "
-          f"this project / bare loop: {ours.median / rows['bare in-memory loop (the floor)'].median:.2f}x")
+    dataloader, bare = rows["DataLoader + ToTensor (tutorial style)"], rows["bare in-memory loop (the floor)"]
+    print(f"DataLoader style / this project: {dataloader.median / ours.median:.1f}x; "
+          f"this project / bare loop: {ours.median / bare.median:.2f}x")
 
 if __name__ == "__main__":
     main()

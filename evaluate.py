@@ -71,7 +71,8 @@ def why_published_does_not_apply(checkpoint: dict, noise_std: float) -> str | No
             f"--{name.replace('_', '-')} {value}" for name, value in changes.items()
         )
     if checkpoint["stop_reason"] in ("interrupted", "terminated", "running"):
-        return f"training was stopped ({checkpoint['stop_reason']}) after {len(checkpoint['history']['val_loss'])} epochs"
+        epochs = len(checkpoint["history"]["val_loss"])
+        return f"training was stopped ({checkpoint['stop_reason']}) after {epochs} epochs"
     if checkpoint["format"] != PUBLISHED_MODEL:  # a fork's model, a VAE say
         return f"it is for the published DAE, and this is a '{checkpoint['format']}' model"
     if noise_std != checkpoint["config"]["noise_std"]:

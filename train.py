@@ -186,6 +186,8 @@ def new_run_dir(runs_dir: Path) -> Path:
             return run_dir
         except FileExistsError:
             continue
+        except OSError as error:
+            sys.exit(f"error: cannot create a run directory in {runs_dir} ({error.strerror}): pass a writable --run-dir")
     sys.exit(f"error: cannot find a free run directory name in {runs_dir}: pass --run-dir")
 
 

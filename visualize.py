@@ -196,6 +196,7 @@ def draw_run(run_dir: Path, data_dir) -> dict:
     methods = denoisers(model, pca, choose_blur_sigma(val_noisy, val_clean))
     codes = model.encode(noisy)  # (N, latent_dim): the codes of noisy images, as the model is used
     levels = sorted({*NOISE_LEVELS, config["noise_std"]})
+    errors = errors_at_noise_levels(methods, clean, standard_test_noise(clean.shape), levels)
     return {
         "reconstructions.png": plot_reconstructions({
             "clean": clean,
@@ -205,9 +206,7 @@ def draw_run(run_dir: Path, data_dir) -> dict:
         }, labels),
         "latent_pairs.png": plot_latent_pairs(codes, labels),
         "latent_traversals.png": plot_latent_traversals(model, codes),
-        "noise_levels.png": plot_noise_levels(
-            levels, errors_at_noise_levels(methods, clean, standard_test_noise(clean.shape), levels), config["noise_std"]
-        ),
+        "noise_levels.png": plot_noise_levels(levels, errors, config["noise_std"]),
         "loss_curves.png": plot_loss_curves(checkpoint["history"], checkpoint["best_epoch"], checkpoint["stop_reason"]),
     }
 

@@ -12,8 +12,9 @@ from baselines import PrincipalComponents, components_to_match, gaussian_blur, m
 def images_in_a_subspace(count: int, dimensions: int, seed: int = 0) -> torch.Tensor:
     """Images (count, 1, 28, 28) that are a mean image plus a mix of `dimensions` fixed directions, all in [0, 1]."""
     generator = torch.Generator().manual_seed(seed)
-    directions = torch.linalg.qr(torch.randn(784, dimensions, generator=generator)).Q.T  # (dimensions, 784), orthonormal
-    weights = torch.randn(count, dimensions, generator=generator) * torch.linspace(2, 1, dimensions)  # distinct variances
+    directions = torch.linalg.qr(torch.randn(784, dimensions, generator=generator)).Q.T  # (dimensions, 784) orthonormal
+    spread = torch.linspace(2, 1, dimensions)  # a distinct variance per direction, so their order is defined
+    weights = torch.randn(count, dimensions, generator=generator) * spread
     pixels = 0.5 + 0.05 * weights @ directions  # a pixel moves by well under 0.5: no clipping
     assert 0 < pixels.min() and pixels.max() < 1
     return pixels.view(count, 1, 28, 28)

@@ -1,4 +1,4 @@
-"""README's guide from this DAE to a VAE, kept as docs/vae.patch: it must apply, train, evaluate, draw, and not collapse.
+"""README's guide from this DAE to a VAE, kept as docs/vae.patch: it must apply, train, evaluate, draw, not collapse.
 
 These tests copy the project, apply the patch and run the fork's own scripts. When a change to the
 main code breaks the patch or the fork, they fail: then the guide and docs/vae.patch need updating
