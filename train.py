@@ -187,7 +187,7 @@ def new_run_dir(runs_dir: Path) -> Path:
         except FileExistsError:
             continue
         except OSError as error:
-            sys.exit(f"error: cannot create a run directory in {runs_dir} ({error.strerror}): pass a writable --run-dir")
+            sys.exit(f"error: cannot create a directory in {runs_dir} ({error.strerror}): pass a writable --run-dir")
     sys.exit(f"error: cannot find a free run directory name in {runs_dir}: pass --run-dir")
 
 
