@@ -12,10 +12,14 @@ import sys
 
 import pytest
 
+import dae
 from conftest import REAL_DATA_DIR, ROOT, requires_real_data, tiny_train_args
 
 PATCH = ROOT / "docs" / "vae.patch"
 VAE_FORMAT = "fashion-mnist-vae/1"
+# The patch turns the DAE into a VAE; in a fork that has applied it already, there is nothing left to check.
+pytestmark = pytest.mark.skipif(dae.CHECKPOINT_FORMAT != "fashion-mnist-dae/1",
+                                reason="this code is no longer the DAE that docs/vae.patch applies to")
 # Mean KL divergence of the test codes from N(0, I), in nats. A collapsed VAE, whose codes all sit
 # on the prior and carry nothing about the image, measures about 0.0002.
 KL_OF_THE_CODES = """
