@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from baselines import (
-    BLUR, PrincipalComponents, choose_blur_sigma, components_to_match, denoisers, errors_at_noise_levels,
-    mean_absolute_error, peak_signal_to_noise_ratio,
+    BLUR, CLIPPED, DAE, NOISE_LEVELS, NOISY, PrincipalComponents, choose_blur_sigma, components_to_match, denoisers,
+    errors_at_noise_levels, mean_absolute_error, peak_signal_to_noise_ratio,
 )
 from dae import CHECKPOINT_FILE, CheckpointError, load_checkpoint, newest_run
 from data import (
@@ -36,9 +36,6 @@ RUNS_DIR = ROOT / "runs"  # where train.py puts each run of its own
 PUBLISHED_TEST_MAE = 0.06857  # one run of the published recipe, test noise std 0.2
 PUBLISHED_MODEL = "fashion-mnist-dae/1"  # the checkpoint format of the model that figure is for, this DAE
 NEIGHBOURS = 5  # k of the k-nearest-neighbour classifier on the codes
-NOISE_LEVELS = tuple(round(0.05 * step, 2) for step in range(11))  # test noise std 0, 0.05, ... 0.5
-DAE = "denoising autoencoder"
-NOISY = "noisy input, as is"
 
 
 def mae_per_class(prediction: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -82,6 +79,7 @@ def why_published_does_not_apply(checkpoint: dict, noise_std: float) -> str | No
 
 @torch.no_grad()
 def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
+    """Every number of the report for the run in `run_dir`, at test noise `noise_std` (None: the run's own)."""
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     config = checkpoint["config"]
     noise_std = config["noise_std"] if noise_std is None else noise_std
@@ -185,7 +183,7 @@ def print_report(metrics: dict) -> None:
 
 def short_name(method: str) -> str:
     """A column heading for the noise-level table."""
-    return {DAE: "DAE", NOISY: "noisy", "noisy input clipped to [0, 1]": "clipped", BLUR: "blur"}.get(
+    return {DAE: "DAE", NOISY: "noisy", CLIPPED: "clipped", BLUR: "blur"}.get(
         method, method.replace("PCA with ", "PCA-").replace(" components", "")
     )
 

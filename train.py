@@ -271,8 +271,8 @@ def train(args: argparse.Namespace, run_dir: Path) -> str:
     if (run_dir / CHECKPOINT_FILE).exists():
         print(f"{run_dir} holds an earlier run: this run replaces it when it saves its first epoch")
     print(f"writing to {run_dir}")
-    print(f"each epoch: 'new best, saved' when the validation loss is the lowest so far (those weights are kept); "
-          f"'progress' when it beats early stopping's best by more than min delta {args.min_delta}, "
+    print("each epoch line: 'new best, saved' when the validation loss is the lowest so far (those weights are kept);")
+    print(f"  'progress' when it beats early stopping's best by more than min delta {args.min_delta}: "
           f"otherwise patience counts up")
     stop_reason = f"reached --epochs {args.epochs}"
     run_start = time.perf_counter()

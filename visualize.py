@@ -24,14 +24,13 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import torch
 
-from baselines import PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
+from baselines import DAE, NOISE_LEVELS, PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
 from dae import CHECKPOINT_FILE, CheckpointError, load_checkpoint, newest_run
 from data import CLASS_NAMES, DataError, load_training_split, noisy_test_set, standard_test_noise
 
 ROOT = Path(__file__).resolve().parent
 RUNS_DIR = ROOT / "runs"  # where train.py puts each run of its own
 CLASS_COLOURS = matplotlib.colormaps["tab10"].colors  # 10 distinct qualitative colours, one per class
-NOISE_LEVELS = tuple(round(0.05 * step, 2) for step in range(11))  # test noise std 0, 0.05, ... 0.5
 TRAVERSAL_STEPS = 9
 DPI = 90  # keeps the largest figure, the corner plot, under 600 KB
 
@@ -145,7 +144,7 @@ def plot_noise_levels(levels: list, errors: dict, training_std: float):
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name, maes in errors.items():
         axis.plot(levels, maes, marker="o", markersize=3, label=name,
-                  linewidth=2.5 if name == "denoising autoencoder" else 1.2)
+                  linewidth=2.5 if name == DAE else 1.2)
     axis.axvline(training_std, color="grey", linestyle="--", linewidth=1)
     axis.annotate(f"trained at std {training_std}", (training_std, 0.97), xycoords=("data", "axes fraction"),
                   xytext=(4, 0), textcoords="offset points", fontsize=8, va="top", color="grey")
