@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -191,9 +192,11 @@ def test_a_run_still_in_progress_is_passed_over(tmp_path):
     from dae import DenoisingAutoencoder, newest_run, save_checkpoint
 
     model = DenoisingAutoencoder()
-    for name, stop_reason in (("2026-01-01_10-00-00", "reached --epochs 200"), ("2026-01-01_11-00-00", "running")):
+    runs = [("2026-01-01_10-00-00", "reached --epochs 200", 1_000), ("2026-01-01_11-00-00", "running", 2_000)]
+    for name, stop_reason, written_at in runs:
         (tmp_path / name).mkdir()
         save_checkpoint(tmp_path / name / "checkpoint.pt", model, model.state_dict(), stop_reason=stop_reason)
+        os.utime(tmp_path / name / "checkpoint.pt", (written_at, written_at))  # the running one is the newer
     assert newest_run(tmp_path) == tmp_path / "2026-01-01_10-00-00"
 
 
