@@ -22,8 +22,7 @@ import torch.nn.functional as F
 
 BLUR_SIGMAS = tuple(round(0.1 * step, 1) for step in range(3, 21))  # 0.3 ... 2.0, tried on the validation set
 NOISE_LEVELS = tuple(round(0.05 * step, 2) for step in range(11))  # test noise std 0, 0.05, ... 0.5
-# The methods compared, by name, as reports and figures label them.
-DAE = "denoising autoencoder"
+# The methods compared, by name, as reports and figures label them; the model goes by its own `name`.
 NOISY = "noisy input, as is"
 CLIPPED = "noisy input clipped to [0, 1]"
 BLUR = "Gaussian blur of the clipped input"
@@ -131,9 +130,9 @@ def components_to_match(analysis: PrincipalComponents, noisy: torch.Tensor, clea
 
 
 def denoisers(model: torch.nn.Module, pca: PrincipalComponents, blur_sigma: float) -> dict:
-    """Every method compared, by name: each maps noisy images (N, 1, 28, 28) to denoised ones."""
+    """Every method compared, by name, the model first: each maps noisy images (N, 1, 28, 28) to denoised ones."""
     return {
-        DAE: lambda noisy: model.decode(model.encode(noisy)),
+        model.name: lambda noisy: model.decode(model.encode(noisy)),
         NOISY: lambda noisy: noisy,
         CLIPPED: clip,
         BLUR: lambda noisy: gaussian_blur(clip(noisy), blur_sigma),

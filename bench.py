@@ -18,19 +18,18 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torchvision
 from torch.utils.data import DataLoader, Subset
 
 from dae import DenoisingAutoencoder
-from data import DataError, load_fashion_mnist, noisy_test_set
+from data import DATA_DIR, DataError, load_fashion_mnist, noisy_test_set
+from runs import quiet_exits
 from train import (
     make_optimizer, parse_args, pick_device, positive_int, train_one_epoch, training_loss, validation_loss,
 )
 
-ROOT = Path(__file__).resolve().parent
 RECIPE = parse_args([])  # train.py's defaults: the recipe's batch size, noise, learning rate and epochs
 TRAIN_IMAGES = 60_000 - RECIPE.val_size  # what train.py trains on once the validation images are held out
 UNSTEADY = 1.5  # a row whose slowest repeat takes this many times its fastest was measured on a busy machine
@@ -97,7 +96,7 @@ def time_bare_loop(images, device, epochs) -> float:
         for start in range(0, len(images), RECIPE.batch_size):
             clean = images[order[start : start + RECIPE.batch_size]]
             noisy = clean + RECIPE.noise_std * torch.randn(clean.shape, device=device, generator=generator)
-            loss = training_loss(model, noisy, clean)
+            loss = training_loss(model, noisy, clean)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -117,7 +116,7 @@ def time_dataloader_tutorial(data_dir, image_count, device, epochs) -> float:
         for clean, _ in loader:
             clean = clean.to(device)
             noisy = clean + RECIPE.noise_std * torch.randn_like(clean)
-            loss = training_loss(model, noisy, clean)
+            loss = training_loss(model, noisy, clean)["loss"]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -139,7 +138,7 @@ def time_cuda_graph(images, device, epochs) -> float:
 
     def step():
         noisy = static_clean + RECIPE.noise_std * torch.randn_like(static_clean)
-        training_loss(model, noisy, static_clean).backward()
+        training_loss(model, noisy, static_clean)["loss"].backward()
         optimizer.step()
 
     side_stream = torch.cuda.Stream()  # warm up off the default stream, as capture requires
@@ -188,7 +187,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--device", type=pick_device, default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--epochs", type=positive_int, default=10, help="timed epochs per row, after one warm-up")
-    parser.add_argument("--data-dir", default=str(ROOT / "data"), help="where Fashion-MNIST is, or goes")
+    parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
     args = parser.parse_args(argv)
     device = args.device
 
@@ -235,5 +234,7 @@ def main(argv=None) -> None:
     print(f"DataLoader style / this project: {dataloader.median / ours.median:.1f}x; "
           f"this project / bare loop: {ours.median / bare.median:.2f}x")
 
+
 if __name__ == "__main__":
-    main()
+    with quiet_exits():
+        main()

@@ -11,22 +11,19 @@ The layers follow the published recipe exactly:
     decoder: latent_dim -> 64, LeakyReLU, 64 -> 128, LeakyReLU, 128 -> 784, Sigmoid
 
 A checkpoint is self-describing (as in nanoGPT): it stores the model's constructor arguments beside
-its weights, so `load_checkpoint` rebuilds the model without being told its shape.
+its weights, so `model_from_checkpoint` rebuilds the model without being told its shape.
 
-This file holds no data and no training; train.py writes checkpoints, evaluate.py and visualize.py
-read them, and use the model only through `encode` (an image's code) and `decode` (an image from a
-code), so a fork that changes what `forward` returns (a VAE's mean and variance) keeps them working.
+This file holds no data, no training and no files; runs.py writes checkpoints to disk and reads them
+back. evaluate.py and visualize.py use the model only through `encode` (an image's code) and `decode`
+(an image from a code), so a fork that changes what `forward` returns (a VAE's mean and variance)
+keeps them working. It imports only torch: copy it alone into a notebook to get the model.
 """
-
-import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
 IMAGE_SHAPE = (1, 28, 28)
 IMAGE_PIXELS = 28 * 28
-CHECKPOINT_FILE = "checkpoint.pt"
 
 # Every checkpoint this project writes carries this tag, so a stranger's state dict is told apart.
 CHECKPOINT_FORMAT = "fashion-mnist-dae/1"
@@ -67,6 +64,8 @@ class Decoder(nn.Module):
 class DenoisingAutoencoder(nn.Module):
     """Noisy image (N, 1, 28, 28) -> code (N, latent_dim) -> clean image (N, 1, 28, 28) in [0, 1]."""
 
+    name, short_name = "denoising autoencoder", "DAE"  # how reports and figures call this model
+
     def __init__(self, latent_dim: int = 8):
         super().__init__()
         self.latent_dim = latent_dim
@@ -90,75 +89,34 @@ class CheckpointError(Exception):
     """A checkpoint is missing or is not one this project wrote; the message says what to do."""
 
 
-def save_checkpoint(path, model: DenoisingAutoencoder, state_dict: dict, **run_info) -> None:
-    """Write a self-describing checkpoint: weights, constructor arguments and whatever the run adds.
+def checkpoint_contents(model: DenoisingAutoencoder, state_dict: dict, **run_info) -> dict:
+    """What a checkpoint holds: the format tag, the constructor arguments, the weights, and whatever the run adds.
 
-    train.py passes its configuration, the per-epoch history and the best epoch as `run_info`. The
-    file is written beside its final name and then renamed over it (`os.replace` is atomic), so a
-    crash or a kill mid-write leaves the previous checkpoint whole, never a broken one.
+    train.py adds its configuration, the per-epoch history and the best epoch as `run_info`; runs.py
+    writes the dict to disk and reads it back.
     """
-    path = Path(path)
-    checkpoint = {
+    return {
         "format": CHECKPOINT_FORMAT,
         "model_args": {"latent_dim": model.latent_dim},
         "model_state": {name: tensor.detach().cpu() for name, tensor in state_dict.items()},
         **run_info,
     }
-    # The temporary name is this process's own; open() gives the file the usual permissions (umask),
-    # so a run can be shared like any other file.
-    temporary_path = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary_path, "wb") as file:
-            torch.save(checkpoint, file)
-        os.replace(temporary_path, path)
-    except BaseException:  # also Ctrl-C: never leave the half-written temporary file behind
-        temporary_path.unlink(missing_ok=True)
-        raise
 
 
-def load_checkpoint(path) -> tuple[DenoisingAutoencoder, dict]:
-    """Rebuild the model a checkpoint describes; returns (model in eval mode, the checkpoint dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: run `python train.py` first, or pass --run-dir")
-    try:
-        # weights_only=True: a checkpoint holds tensors and plain values, and can never run code.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged file raises many types (EOFError, RuntimeError, UnpicklingError ...)
-        raise CheckpointError(
-            f"{path} is damaged or is not a PyTorch checkpoint ({type(error).__name__}): "
-            f"train again with `python train.py`"
-        ) from None
+def model_from_checkpoint(checkpoint, source) -> DenoisingAutoencoder:
+    """Rebuild the model a checkpoint dict describes, in eval mode; `source` (its file) names it in errors."""
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("format"), str):
-        raise CheckpointError(f"{path} is not a checkpoint of this project: train one with `python train.py`")
+        raise CheckpointError(f"{source} is not a checkpoint of this project: train one with `python train.py`")
     if checkpoint["format"] != CHECKPOINT_FORMAT:  # another model of this family, a fork's VAE say
         raise CheckpointError(
-            f"{path} holds a '{checkpoint['format']}' model, and this code reads '{CHECKPOINT_FORMAT}': "
+            f"{source} holds a '{checkpoint['format']}' model, and this code reads '{CHECKPOINT_FORMAT}': "
             f"train one with this code's `python train.py`"
         )
-    model = DenoisingAutoencoder(**checkpoint["model_args"])
     try:
+        model = DenoisingAutoencoder(**checkpoint["model_args"])
         model.load_state_dict(checkpoint["model_state"])
-    except RuntimeError:
+    except (KeyError, TypeError, RuntimeError):  # a description or weights missing, or weights of another shape
         raise CheckpointError(
-            f"{path} has weights that do not fit its own model description: train again with `python train.py`"
+            f"{source} has a model description or weights that do not fit together: train again with `python train.py`"
         ) from None
-    return model.eval(), checkpoint
-
-
-def newest_run(runs_dir: Path) -> Path:
-    """The run under `runs_dir` that finished (or was stopped) last: what evaluate.py and visualize.py take by default.
-
-    A run still in progress, or killed outright, has stop reason "running" and is passed over.
-    """
-    # runs_dir/checkpoint.pt itself too: where this project put its one run before runs had directories.
-    candidates = [*Path(runs_dir).glob(CHECKPOINT_FILE), *Path(runs_dir).glob(f"*/{CHECKPOINT_FILE}")]
-    checkpoints = sorted(candidates, key=lambda path: path.stat().st_mtime)
-    for path in reversed(checkpoints):
-        try:
-            _, checkpoint = load_checkpoint(path)
-        except CheckpointError:
-            continue
-        if checkpoint.get("stop_reason") != "running":
-            return path.parent
-    raise CheckpointError(f"no finished run in {runs_dir}: run `python train.py` first, or pass --run-dir")
+    return model.eval()

@@ -11,11 +11,15 @@ Where the images come from, first match wins:
   3. the copy installed by Debian's package `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist/
   4. torchvision's download, on a machine with internet access
 Files found in 2 or 3 are unpacked once into torchvision's layout, where 1 then finds them.
+
+It imports only torch and torchvision: copy it alone into a notebook to get the data and the noise.
+To adapt it to another dataset of the same format (MNIST, KMNIST), change DATASET and CLASS_NAMES:
+the folder follows DATASET, and Debian's copy of Fashion-MNIST is never taken for another dataset.
 """
 
+import errno
 import gzip
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -25,7 +29,11 @@ CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-SYSTEM_COPY = Path("/usr/share/datasets/fashion-mnist")
+DATASET = torchvision.datasets.FashionMNIST  # torchvision's class: its folder name, its mirrors, its reader
+DATA_DIR = Path(__file__).resolve().parent / "data"  # the scripts' default --data-dir: data/ beside them
+# Where Debian's packages install a dataset's original files, by torchvision's name for the dataset.
+# A copy is taken only for the dataset it holds: the IDX file names are the same for MNIST and its kin.
+SYSTEM_COPIES = {"FashionMNIST": Path("/usr/share/datasets/fashion-mnist")}
 # Every evaluation corrupts the test images with noise from this seed, so two checkpoints are
 # always measured on the very same noisy images.
 TEST_NOISE_SEED = 0
@@ -39,27 +47,27 @@ class DataError(Exception):
     """The dataset cannot be found or read; the message says what to do."""
 
 
-def load_fashion_mnist(data_dir, train: bool, system_copy=SYSTEM_COPY) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (images, labels): float images in [0, 1] of shape (N, 1, 28, 28) and int64 labels (N,)."""
-    raw_dir = Path(data_dir) / "FashionMNIST" / "raw"  # torchvision's layout
-    gather_idx_files(raw_dir, Path(data_dir), Path(system_copy))
-    files_present = all((raw_dir / name).is_file() for name in IDX_FILES)
+def load_fashion_mnist(data_dir, train: bool, system_copy=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (images, labels): float images in [0, 1] of shape (N, 1, 28, 28) and int64 labels (N,).
+
+    `system_copy` is where to look for the installed copy; by default, DATASET's entry in SYSTEM_COPIES.
+    """
+    raw_dir = Path(data_dir) / DATASET.__name__ / "raw"  # torchvision's layout, where DATASET reads from
+    system_copy = SYSTEM_COPIES.get(DATASET.__name__) if system_copy is None else Path(system_copy)
+    gather_idx_files(raw_dir, Path(data_dir), system_copy)
+    if not all((raw_dir / name).is_file() for name in IDX_FILES):
+        download(data_dir, raw_dir)
     try:
-        # download=True returns at once when the files are already there.
-        dataset = torchvision.datasets.FashionMNIST(data_dir, train=train, download=True)
-    except (RuntimeError, OSError, AssertionError, TypeError, ValueError):
-        # torchvision turns a failed download into RuntimeError, and its IDX reader rejects a
-        # truncated or corrupted file with any of these.
-        if files_present:
-            raise DataError(
-                f"{find_damaged_file(raw_dir)} is damaged (truncated or corrupted): delete it and run again "
-                f"to unpack or download a fresh copy"
-            ) from None
-        raise DataError(
-            f"Fashion-MNIST is not in {data_dir} and could not be downloaded: install it with "
-            f"`apt-get install dataset-fashion-mnist`, or put the four files "
-            f"({', '.join(name + '.gz' for name in IDX_FILES)}, packed or not) in {data_dir}"
-        ) from None
+        dataset = DATASET(data_dir, train=train, download=False)
+    except OSError as error:
+        raise DataError(f"cannot read {error.filename or raw_dir}: {unpack_or_read_remedy(error)}") from None
+    except (RuntimeError, AssertionError, TypeError, ValueError) as error:  # how torchvision's reader refuses a file
+        damaged = find_damaged_file(raw_dir)
+        if damaged is None:
+            raise DataError(f"cannot read the files in {raw_dir} ({type(error).__name__}: {error}): "
+                            f"delete the folder and run again to unpack or download a fresh copy") from None
+        raise DataError(f"{damaged} is damaged (truncated or corrupted): delete it and run again "
+                        f"to unpack or download a fresh copy") from None
     images, labels = dataset.data, dataset.targets  # (N, 28, 28) uint8, (N,) int64
     return images.unsqueeze(1).float() / 255, labels  # -> (N, 1, 28, 28) float in [0, 1]
 
@@ -126,50 +134,96 @@ def check_images(images: torch.Tensor, name: str = "images") -> None:
                          f"for Fashion-MNIST's raw (N, 28, 28) uint8 images pass x.unsqueeze(1).float() / 255")
 
 
-def gather_idx_files(raw_dir: Path, data_dir: Path, system_copy: Path) -> None:
+def download(data_dir, raw_dir: Path) -> None:
+    """torchvision's download of the files still missing; a failure says that it failed, and why."""
+    try:
+        DATASET(data_dir, download=True)
+    except (RuntimeError, OSError) as error:
+        # torchvision reports every mirror it tried, one failure each; the last one says why.
+        reason = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
+        raise DataError(
+            f"{DATASET.__name__} is not in {raw_dir} and could not be downloaded ({reason[0].strip()}): "
+            f"install it with `apt-get install dataset-fashion-mnist`, or put the four files "
+            f"({', '.join(name + '.gz' for name in IDX_FILES)}, packed or not) in {data_dir}"
+        ) from None
+
+
+def gather_idx_files(raw_dir: Path, data_dir: Path, system_copy: Path | None) -> None:
     """Bring each IDX file missing from `raw_dir` in from the first place that holds it, packed or not.
 
-    Looks in `raw_dir` itself (for a `.gz`), then `data_dir`, then `system_copy`. Debian's .gz files
-    are packed anew, so their checksums differ from those torchvision expects, and torchvision would
-    refuse them and try to download; unpacked here, they are simply found.
+    Looks in `raw_dir` itself (for a `.gz`), then `data_dir`, then `system_copy` (None: there is
+    none for this dataset). Debian's .gz files are packed anew, so their checksums differ from
+    those torchvision expects, and torchvision would refuse them and try to download; unpacked
+    here, they are simply found.
     """
     for name in IDX_FILES:
         if (raw_dir / name).exists():
             continue
-        candidates = [raw_dir / f"{name}.gz", data_dir / name, data_dir / f"{name}.gz", system_copy / f"{name}.gz"]
+        candidates = [raw_dir / f"{name}.gz", data_dir / name, data_dir / f"{name}.gz"]
+        if system_copy is not None:
+            candidates.append(system_copy / f"{name}.gz")
         source = next((path for path in candidates if path.is_file()), None)
         if source is None:
             continue  # torchvision's download fetches what is still missing
         try:
-            copy_unpacked(source, raw_dir / name)
-        except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+            content = read_unpacked(source)
+        except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError, a truncated .gz an EOFError
             remedy = ("reinstall it with `apt-get install --reinstall dataset-fashion-mnist`"
                       if source.parent == system_copy else "delete it or replace it with a good copy")
-            raise DataError(f"could not unpack {source} into {raw_dir} ({error}): {remedy}, "
-                            f"or pass a writable --data-dir") from None
+            raise DataError(f"could not unpack {source} ({error}): {remedy}") from None
+        try:
+            raw_dir.mkdir(parents=True, exist_ok=True)
+            write_atomically(raw_dir / name, content)
+        except OSError as error:
+            raise DataError(f"could not unpack {source} into {raw_dir}: {unpack_or_read_remedy(error)}") from None
 
 
-def copy_unpacked(source: Path, destination: Path) -> None:
-    """Copy `source` to `destination`, unpacking it on the way if its name ends in .gz."""
-    packed = source.suffix == ".gz"
-    # Write beside the final name, then rename: an interrupted copy never leaves half a file. The
-    # name is the process's own, and open() gives it the usual permissions (umask), like every other file.
-    destination.parent.mkdir(parents=True, exist_ok=True)
+def read_unpacked(source: Path) -> bytes:
+    """The bytes of `source`, unpacked on the way if its name ends in .gz (at most 47 MB, the training images)."""
+    with (gzip.open if source.suffix == ".gz" else open)(source, "rb") as reader:
+        return reader.read()
+
+
+def write_atomically(destination: Path, content: bytes) -> None:
+    """Write `content` so that `destination` is either the old file or the whole new one, never half of either.
+
+    The bytes go to a temporary file beside it (a name of this process's own; open() gives it the
+    usual permissions, umask), reach the disk (fsync), and are renamed over it: os.replace is atomic.
+    runs.py writes checkpoints, reports and figures this way too.
+    """
     temporary_path = destination.with_name(f"{destination.name}.{os.getpid()}.tmp")
     try:
-        with (gzip.open if packed else open)(source, "rb") as reader, open(temporary_path, "wb") as writer:
-            shutil.copyfileobj(reader, writer)
+        with open(temporary_path, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(temporary_path, destination)
-    except BaseException:
-        temporary_path.unlink(missing_ok=True)
+    except BaseException:  # also Ctrl-C: never leave the temporary file behind
+        try:
+            temporary_path.unlink(missing_ok=True)
+        except OSError:
+            pass  # its directory is gone or unwritable: there is nothing to clean up, and the error says why
         raise
 
 
-def find_damaged_file(raw_dir: Path) -> Path:
-    """The first of the four IDX files that torchvision's reader rejects (the folder itself if none is)."""
+def unpack_or_read_remedy(error: OSError) -> str:
+    """Why the data directory could not be written or read, and what fixes it: each cause its own remedy."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the disk: free some space, or pass a --data-dir on a disk with room"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied: pass a --data-dir you can read and write"
+    if error.errno == errno.EISDIR:
+        return f"a directory is in the way: remove or rename {error.filename}"
+    if error.errno == errno.ENOTDIR:
+        return f"a file is in the way where a directory should be ({error.filename}): remove it, or pass another --data-dir"
+    return f"{error.strerror or error}: pass another --data-dir"
+
+
+def find_damaged_file(raw_dir: Path) -> Path | None:
+    """The first of the four IDX files that torchvision's reader rejects, or None if it reads them all."""
     for name in IDX_FILES:
         try:
             torchvision.datasets.mnist.read_sn3_pascalvincent_tensor(str(raw_dir / name), strict=True)
         except (RuntimeError, AssertionError, TypeError, ValueError, KeyError):
             return raw_dir / name
-    return raw_dir
+    return None

@@ -23,16 +23,18 @@ from pathlib import Path
 import torch
 
 from baselines import (
-    BLUR, CLIPPED, DAE, NOISE_LEVELS, NOISY, PrincipalComponents, choose_blur_sigma, components_to_match, denoisers,
+    BLUR, CLIPPED, NOISE_LEVELS, NOISY, PrincipalComponents, choose_blur_sigma, components_to_match, denoisers,
     errors_at_noise_levels, mean_absolute_error, peak_signal_to_noise_ratio,
 )
-from dae import CHECKPOINT_FILE, CheckpointError, load_checkpoint, newest_run
+from dae import CheckpointError
 from data import (
-    CLASS_NAMES, TEST_NOISE_SEED, DataError, add_noise, load_training_split, noisy_test_set, standard_test_noise,
+    CLASS_NAMES, DATA_DIR, TEST_NOISE_SEED, DataError, add_noise, load_training_split, noisy_test_set,
+    standard_test_noise,
+)
+from runs import (
+    CHECKPOINT_FILE, RunError, load_checkpoint, newest_run, passed_over, quiet_exits, run_state, write_file,
 )
 
-ROOT = Path(__file__).resolve().parent
-RUNS_DIR = ROOT / "runs"  # where train.py puts each run of its own
 PUBLISHED_TEST_MAE = 0.06857  # one run of the published recipe, test noise std 0.2
 PUBLISHED_MODEL = "fashion-mnist-dae/1"  # the checkpoint format of the model that figure is for, this DAE
 NEIGHBOURS = 5  # k of the k-nearest-neighbour classifier on the codes
@@ -67,9 +69,9 @@ def why_published_does_not_apply(checkpoint: dict, noise_std: float) -> str | No
         return "the run changed the recipe: " + ", ".join(
             f"--{name.replace('_', '-')} {value}" for name, value in changes.items()
         )
-    if checkpoint["stop_reason"] in ("interrupted", "terminated", "running"):
+    if not checkpoint["stop_reason"].startswith(("reached --epochs", "early stopping")):  # stopped by no recipe rule
         epochs = len(checkpoint["history"]["val_loss"])
-        return f"training was stopped ({checkpoint['stop_reason']}) after {epochs} epochs"
+        return f"training was stopped ({run_state(checkpoint)}) after {epochs} epochs"
     if checkpoint["format"] != PUBLISHED_MODEL:  # a fork's model, a VAE say
         return f"it is for the published DAE, and this is a '{checkpoint['format']}' model"
     if noise_std != checkpoint["config"]["noise_std"]:
@@ -82,27 +84,30 @@ def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
     """Every number of the report for the run in `run_dir`, at test noise `noise_std` (None: the run's own)."""
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     config = checkpoint["config"]
-    noise_std = config["noise_std"] if noise_std is None else noise_std
+    training_noise_std = config["noise_std"]
+    noise_std = training_noise_std if noise_std is None else noise_std
 
     clean, noisy, labels = noisy_test_set(data_dir, noise_std)  # (10000, 1, 28, 28) each
     # The run's own split, validation images and training images, to fit the baselines without the test set.
+    # Everything is fitted once, at the noise the run trained with, as the model was: a test at other
+    # noise measures every method as it is, not refitted.
     generator = torch.Generator().manual_seed(config["seed"])
     (train_images, train_labels), (val_clean, val_noisy) = load_training_split(
-        data_dir, config["val_size"], noise_std, generator=generator
+        data_dir, config["val_size"], training_noise_std, generator=generator
     )
     blur_sigma = choose_blur_sigma(val_noisy, val_clean)
     all_components = PrincipalComponents.fit(train_images)
     pca = all_components.first(model.latent_dim)  # a linear code as large as the model's
     methods = denoisers(model, pca, blur_sigma)
-    denoised = methods[DAE](noisy)  # (10000, 1, 28, 28)
+    denoised = methods[model.name](noisy)  # (10000, 1, 28, 28)
 
     def score(prediction):
         return {"mae": mean_absolute_error(prediction, clean), "psnr_db": peak_signal_to_noise_ratio(prediction, clean)}
 
     # Codes of noisy images, as the model is used; the training images get noise from the seeded generator too.
-    train_noisy = add_noise(train_images, noise_std, generator=generator)
+    train_noisy = add_noise(train_images, training_noise_std, generator=generator)
     test_mae = mean_absolute_error(denoised, clean)
-    levels = sorted({*NOISE_LEVELS, config["noise_std"], noise_std})  # always the run's own noise, and this test's
+    levels = sorted({*NOISE_LEVELS, training_noise_std, noise_std})  # always the run's own noise, and this test's
     history = checkpoint["history"]
     return {
         "test_mae": test_mae,
@@ -134,9 +139,12 @@ def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
             "best_epoch": checkpoint["best_epoch"],
             "epochs_run": len(history["val_loss"]),
             "stop_reason": checkpoint["stop_reason"],
+            "state": run_state(checkpoint),
             "device": checkpoint["device"],
+            "model": model.name,
+            "model_short_name": model.short_name,
             "latent_dim": model.latent_dim,
-            "training_noise_std": config["noise_std"],
+            "training_noise_std": training_noise_std,
         },
     }
 
@@ -144,7 +152,7 @@ def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
 def print_report(metrics: dict) -> None:
     run, knn, pca = metrics["run"], metrics["knn"], metrics["pca"]
     print(f"run         {run['checkpoint']}: seed {run['seed']}, best epoch {run['best_epoch']} of "
-          f"{run['epochs_run']} ({run['stop_reason']}), trained on {run['device']}")
+          f"{run['epochs_run']} ({run['state']}), trained on {run['device']}")
     print(f"test set    {metrics['test_images']:,} images, noise std {metrics['noise_std']}, "
           f"noise seed {metrics['test_noise_seed']}")
     reason = metrics["published_does_not_apply"]
@@ -153,7 +161,8 @@ def print_report(metrics: dict) -> None:
     print(f"\ntest MAE    {metrics['test_mae']:.5f}   {published}")
     if metrics["test_mae"] >= metrics["methods"][NOISY]["mae"]:
         print(f"            worse than the untouched noisy input ({metrics['methods'][NOISY]['mae']:.5f}): "
-              f"this model has not learned to denoise; train it longer")
+              f"this model has not learned to denoise: train it for more steps, with more --epochs or a "
+              f"smaller --batch-size (README, \"A short run\")")
 
     print(f"\n{'method':<52}{'MAE':>9}{'PSNR':>10}")
     for method, scores in metrics["methods"].items():
@@ -167,7 +176,7 @@ def print_report(metrics: dict) -> None:
     levels = metrics["noise_levels"]
     names = list(levels["mae"])
     print(f"\nMAE at other test noise levels (every method as fitted at noise std {run['training_noise_std']})")
-    print(f"{'noise std':>9}" + "".join(f"{short_name(name):>12}" for name in names))
+    print(f"{'noise std':>9}" + "".join(f"{short_name(name, run):>12}" for name in names))
     for index, std in enumerate(levels["noise_std"]):
         mark = " *" if std == run["training_noise_std"] else "  "
         print(f"{std:>7.2f}{mark}" + "".join(f"{levels['mae'][name][index]:>12.5f}" for name in names))
@@ -181,9 +190,9 @@ def print_report(metrics: dict) -> None:
           f"(PCA's {pca['components']}-D codes: {knn['pca_accuracy']:.1%}; chance: 10%)")
 
 
-def short_name(method: str) -> str:
+def short_name(method: str, run: dict) -> str:
     """A column heading for the noise-level table."""
-    return {DAE: "DAE", NOISY: "noisy", CLIPPED: "clipped", BLUR: "blur"}.get(
+    return {run["model"]: run["model_short_name"], NOISY: "noisy", CLIPPED: "clipped", BLUR: "blur"}.get(
         method, method.replace("PCA with ", "PCA-").replace(" components", "")
     )
 
@@ -197,7 +206,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Measure a trained run on the Fashion-MNIST test set.",
                                      allow_abbrev=False)
     parser.add_argument("--run-dir", default=None, help="the run to evaluate (default: the newest run in runs/)")
-    parser.add_argument("--data-dir", default=str(ROOT / "data"),
+    parser.add_argument("--data-dir", default=str(DATA_DIR),
                         help="where Fashion-MNIST is, or goes (default: data/ beside this script)")
     parser.add_argument("--noise-std", type=float, default=None,
                         help="test noise std (default: the noise the run was trained with)")
@@ -206,20 +215,21 @@ def main(argv=None) -> None:
         parser.error(f"argument --noise-std: must be at least 0, got {args.noise_std}")
 
     try:
-        run_dir = Path(args.run_dir) if args.run_dir else newest_run(RUNS_DIR)
-        if args.run_dir is None:
-            print(f"evaluating the newest run, {run_dir} (pass --run-dir for another)")
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+        else:
+            run_dir, unfinished = newest_run()
+            print(f"evaluating the newest run, {run_dir} (pass --run-dir for another){passed_over(unfinished)}")
         metrics = evaluate(run_dir, args.data_dir, args.noise_std)
-    except (CheckpointError, DataError) as error:
+        # Written before it is printed: `python evaluate.py | head -3` still leaves the whole report on disk.
+        metrics_path = metrics_file(run_dir, metrics["noise_std"], metrics["run"]["training_noise_std"])
+        write_file(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
+    except (CheckpointError, DataError, RunError) as error:
         sys.exit(f"error: {error}")
     print_report(metrics)
-    metrics_path = metrics_file(run_dir, metrics["noise_std"], metrics["run"]["training_noise_std"])
-    try:
-        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    except OSError as error:
-        sys.exit(f"error: cannot write {metrics_path} ({error.strerror}): make the run directory writable")
     print(f"\nwritten to {metrics_path}")
 
 
 if __name__ == "__main__":
-    main()
+    with quiet_exits():
+        main()

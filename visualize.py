@@ -4,11 +4,16 @@
     python visualize.py --run-dir runs/seed3   # another run
     python visualize.py --show                 # also open the figures in windows
 
-Writes five figures into the run directory and prints the path of each:
+Writes these figures into the run directory and prints the path of each:
   reconstructions.png     clean / noisy / PCA / denoised test images, one of each class
   latent_pairs.png        the test set's codes as a corner plot: every pair of dimensions, coloured by class,
                           and each dimension's distribution per class on the diagonal
   latent_traversals.png   one dimension of a typical code moved across its range at a time, decoded
+  samples.png             random codes, decoded: what the code space makes when nothing is encoded
+  interpolations.png      from one test image to another: a fade in pixels, and straight lines in
+                          PCA's code and in the model's code, decoded
+  latent_grid.png         (only for a 2-number code) the code plane covered by decoded images,
+                          beside the test codes coloured by class
   noise_levels.png        test error against the strength of the noise, beside the baselines
   loss_curves.png         training and validation loss per epoch, the best epoch marked
 
@@ -16,6 +21,8 @@ Works without a display (over SSH, in CI): figures are drawn off screen unless -
 """
 
 import argparse
+import io
+import math
 import sys
 from pathlib import Path
 
@@ -24,15 +31,19 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import torch
 
-from baselines import DAE, NOISE_LEVELS, PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
-from dae import CHECKPOINT_FILE, CheckpointError, load_checkpoint, newest_run
-from data import CLASS_NAMES, DataError, load_training_split, noisy_test_set, standard_test_noise
+from baselines import NOISE_LEVELS, PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
+from dae import CheckpointError
+from data import CLASS_NAMES, DATA_DIR, DataError, add_noise, load_training_split, noisy_test_set, standard_test_noise
+from runs import CHECKPOINT_FILE, RunError, load_checkpoint, newest_run, passed_over, quiet_exits, write_file
 
-ROOT = Path(__file__).resolve().parent
-RUNS_DIR = ROOT / "runs"  # where train.py puts each run of its own
 CLASS_COLOURS = matplotlib.colormaps["tab10"].colors  # 10 distinct qualitative colours, one per class
 TRAVERSAL_STEPS = 9
-DPI = 90  # keeps the largest figure, the corner plot, under 600 KB
+SAMPLE_ROWS = 6  # samples.png shows SAMPLE_ROWS x SAMPLE_ROWS decoded random codes
+SAMPLE_SEED = 0  # the same run always draws the same samples
+INTERPOLATION_STEPS = 9  # odd, so that the middle step is the exact mid-point
+INTERPOLATION_PAIRS = (("T-shirt/top", "Trouser"), ("Sneaker", "Ankle boot"), ("Pullover", "Bag"))
+GRID_STEPS = 16  # latent_grid.png decodes a GRID_STEPS x GRID_STEPS grid of the code plane
+DPI = 90  # with the corner plot's size limit below, keeps every figure under 600 KB
 
 
 def plot_reconstructions(rows: dict, labels: torch.Tensor):
@@ -66,11 +77,14 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor):
     column and across its row. d(d-1)/2 scatter panels and d histograms."""
     dimensions = codes.shape[1]
     ranges = code_ranges(codes).tolist()
-    panel_inches = min(3.0, max(1.3, 6 / dimensions))  # d = 2 or 3: larger panels, so the legend fits beside
+    # d = 2 or 3: larger panels, so the legend fits beside. Past d = 8 the whole plot keeps d = 8's size
+    # (10.4 inches), with smaller panels, so that the PNG stays under 600 KB (d = 16 would be 2.1 MB).
+    panel_inches = min(3.0, max(1.3, 6 / dimensions), 10.4 / dimensions)
     size = panel_inches * dimensions
     legend_inches = 2.2 if dimensions == 1 else 0  # d >= 2 puts the legend in the empty upper triangle
     figure, axes = plt.subplots(dimensions, dimensions, figsize=(size + legend_inches, size), squeeze=False)
     colours = torch.tensor(CLASS_COLOURS)[labels].numpy()  # (N, 3) RGB, one colour per point's class
+    ticks = 4 if dimensions <= 8 else 2  # smaller panels past d = 8 hold fewer tick labels
     for row in range(dimensions):
         for column in range(dimensions):
             axis = axes[row, column]
@@ -86,9 +100,9 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor):
                 axis.scatter(codes[:, column].numpy(), codes[:, row].numpy(), c=colours, s=panel_inches**2 / 1.7,
                              alpha=0.4, linewidths=0, rasterized=True)  # points grow with the panel
                 axis.set_ylim(ranges[row])
-                axis.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+                axis.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(ticks))
             axis.set_xlim(ranges[column])
-            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(ticks))
             axis.tick_params(labelsize=6)
             # Labels on the outer edge only, as pair plots have them: the bottom row and the left column.
             if row == dimensions - 1:
@@ -140,11 +154,10 @@ def plot_latent_traversals(model: torch.nn.Module, codes: torch.Tensor):
 
 
 def plot_noise_levels(levels: list, errors: dict, training_std: float):
-    """Test MAE against test noise std, one line per method; the noise the model was trained with marked."""
+    """Test MAE against test noise std, one line per method, the model's first and thickest; the training noise marked."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for name, maes in errors.items():
-        axis.plot(levels, maes, marker="o", markersize=3, label=name,
-                  linewidth=2.5 if name == DAE else 1.2)
+    for index, (name, maes) in enumerate(errors.items()):
+        axis.plot(levels, maes, marker="o", markersize=3, label=name, linewidth=2.5 if index == 0 else 1.2)
     axis.axvline(training_std, color="grey", linestyle="--", linewidth=1)
     axis.annotate(f"trained at std {training_std}", (training_std, 0.97), xycoords=("data", "axes fraction"),
                   xytext=(4, 0), textcoords="offset points", fontsize=8, va="top", color="grey")
@@ -157,12 +170,17 @@ def plot_noise_levels(levels: list, errors: dict, training_std: float):
     return figure
 
 
-def plot_loss_curves(history: dict, best_epoch: int, stop_reason: str):
-    """Training and validation L1 loss per epoch; the best epoch, and an early stop if there was one."""
+def plot_loss_curves(history: dict, best_epoch: int, stop_reason: str, objective: str | None = None):
+    """Training and validation loss per epoch, and any other term of the objective; the best epoch, and an
+    early stop if there was one. `objective`, what train.py's training_loss computes, labels the axis; a
+    checkpoint from before it was recorded is the DAE's, whose objective is the L1 loss."""
     epochs = range(1, len(history["train_loss"]) + 1)
     figure, axis = plt.subplots(figsize=(7, 4.5))
     axis.plot(epochs, history["train_loss"], label="training loss")
     axis.plot(epochs, history["val_loss"], label="validation loss")
+    for name in history:
+        if name.startswith("train_") and name != "train_loss":  # a fork's extra terms, a VAE's KL say
+            axis.plot(epochs, history[name], linestyle="--", linewidth=1, label=f"training {name[len('train_'):]} term")
     axis.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
     axis.plot(best_epoch, history["val_loss"][best_epoch - 1], "o", color="black",
               label=f"best: epoch {best_epoch}, {history['val_loss'][best_epoch - 1]:.4f}")
@@ -174,9 +192,122 @@ def plot_loss_curves(history: dict, best_epoch: int, stop_reason: str):
     axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
     axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
     axis.set_xlabel("epoch")
-    axis.set_ylabel("L1 loss (mean absolute error)")
+    axis.set_ylabel(objective or "L1 loss (mean absolute error)")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def sampling_distribution(training_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Where random codes come from: (mean (d,), covariance (d, d), how a caption describes it).
+
+    This DAE has no prior: nothing in its training says where codes should lie, so no distribution
+    is its own. The Gaussian that fits its training codes (their mean and full covariance) is the
+    best such a model allows. A VAE's training pulls its codes towards a prior, N(0, I), and it
+    samples from that instead: docs/vae.patch changes this function, and only this one.
+    """
+    mean = training_codes.mean(dim=0)
+    centred = training_codes - mean
+    covariance = centred.T @ centred / (len(training_codes) - 1)  # (N, d) -> (d, d)
+    return mean, covariance, "a Gaussian fitted to the run's training codes (their mean and covariance)"
+
+
+def sample_codes(mean: torch.Tensor, covariance: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` codes (count, d) drawn from N(mean, covariance), repeatably with `generator`.
+
+    z = mean + A eps with eps ~ N(0, I) and A A^T = covariance; A = V sqrt(Lambda) from the
+    eigendecomposition covariance = V Lambda V^T, which, unlike a Cholesky factor, also exists when
+    a dimension never varies (an eigenvalue of 0).
+    """
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    spread = eigenvectors * eigenvalues.clamp(min=0).sqrt()  # (d, d): V sqrt(Lambda), column j scaled
+    unit = torch.randn(count, len(mean), generator=generator)  # (count, d), eps ~ N(0, I)
+    return mean + unit @ spread.T
+
+
+def plot_image_grid(images: torch.Tensor, title: str):
+    """A square grid of images (N, 1, 28, 28), N a square number, under `title`."""
+    side = math.isqrt(len(images))
+    figure, axes = plt.subplots(side, side, figsize=(1.0 * side, 1.0 * side + 0.5), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.imshow(images[index, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(title, fontsize=8, wrap=True)
+    figure.tight_layout()
+    return figure
+
+
+@torch.no_grad()
+def interpolation_rows(model: torch.nn.Module, pca: PrincipalComponents, first: torch.Tensor, second: torch.Tensor,
+                       steps: int = INTERPOLATION_STEPS) -> dict:
+    """From image `first` to image `second` (1, 28, 28 each) in `steps`: name -> images (steps, 1, 28, 28).
+
+    A fade in pixel space, and a straight line between the two codes of PCA and of the model, decoded:
+    step t is decode((1 - t) code(first) + t code(second)). The end points are each method's own
+    reconstruction of the two images (the fade's are the images themselves).
+    """
+    weights = torch.linspace(0, 1, steps).view(-1, 1)  # (steps, 1): t, from 0 to 1
+
+    def line(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:  # (1, k) twice -> (steps, k)
+        return (1 - weights) * start + weights * end
+
+    pair = torch.stack([first, second])  # (2, 1, 28, 28)
+    rows = {"pixel fade": line(*pair.flatten(1).split(1)).view(steps, 1, 28, 28)}
+    for name, coder in ((f"PCA, {pca.size} numbers", pca), (f"{model.short_name}, {model.latent_dim} numbers", model)):
+        rows[name] = coder.decode(line(*coder.encode(pair).split(1)))
+    return rows
+
+
+def plot_interpolations(pairs: dict):
+    """`pairs`: title -> rows (interpolation_rows' output); a block of rows per pair, one column per step."""
+    row_count = sum(len(rows) for rows in pairs.values())
+    steps = len(next(iter(next(iter(pairs.values())).values())))
+    figure, axes = plt.subplots(row_count, steps, figsize=(0.95 * steps + 1.3, 1.0 * row_count + 0.3 * len(pairs)),
+                                squeeze=False)
+    row = 0
+    for title, rows in pairs.items():
+        for name, images in rows.items():
+            for step in range(steps):
+                axes[row, step].imshow(images[step, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+                axes[row, step].set_xticks([])
+                axes[row, step].set_yticks([])
+            axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+            row += 1
+        axes[row - len(rows), steps // 2].set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+@torch.no_grad()
+def plot_latent_grid(model: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor, steps: int = GRID_STEPS):
+    """For a 2-number code: the code plane over the test codes' range, covered by decoded images (as in
+    Kingma & Welling, 2014, figure 4), beside the test codes coloured by class on the same axes."""
+    (x_low, x_high), (y_low, y_high) = code_ranges(codes).tolist()
+    # The centre of each grid cell, so that each decoded image sits over the code it comes from.
+    x = x_low + (torch.arange(steps) + 0.5) * (x_high - x_low) / steps
+    y = y_high - (torch.arange(steps) + 0.5) * (y_high - y_low) / steps  # top row first, as an image is drawn
+    grid = torch.stack(torch.meshgrid(y, x, indexing="ij")[::-1], dim=-1).view(-1, 2)  # (steps^2, 2) as (z0, z1)
+    images = model.decode(grid).view(steps, steps, 28, 28)
+    mosaic = images.permute(0, 2, 1, 3).reshape(steps * 28, steps * 28)  # rows of images -> one picture
+
+    figure, (decoded, scattered) = plt.subplots(1, 2, figsize=(13, 6.3))
+    extent = (x_low, x_high, y_low, y_high)
+    decoded.imshow(mosaic.numpy(), cmap="gray", vmin=0, vmax=1, extent=extent, aspect="auto")
+    decoded.set_title(f"the code plane, decoded on a {steps} x {steps} grid", fontsize=10)
+    colours = torch.tensor(CLASS_COLOURS)[labels].numpy()
+    scattered.scatter(codes[:, 0].numpy(), codes[:, 1].numpy(), c=colours, s=3, alpha=0.5, linewidths=0,
+                      rasterized=True)
+    scattered.set_title("the test images' codes, by class", fontsize=10)
+    for axis in (decoded, scattered):
+        axis.set_xlim(x_low, x_high)
+        axis.set_ylim(y_low, y_high)
+        axis.set_xlabel("z0")
+        axis.set_ylabel("z1")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour, label=name)
+               for colour, name in zip(CLASS_COLOURS, CLASS_NAMES)]
+    scattered.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     figure.tight_layout()
     return figure
 
@@ -188,56 +319,79 @@ def draw_run(run_dir: Path, data_dir) -> dict:
     config = checkpoint["config"]
     clean, noisy, labels = noisy_test_set(data_dir, config["noise_std"])
     # The baselines, fitted as evaluate.py fits them: PCA on the run's training images, the blur on its validation set.
+    generator = torch.Generator().manual_seed(config["seed"])
     (train_images, _), (val_clean, val_noisy) = load_training_split(
-        data_dir, config["val_size"], config["noise_std"], generator=torch.Generator().manual_seed(config["seed"])
+        data_dir, config["val_size"], config["noise_std"], generator=generator
     )
     pca = PrincipalComponents.fit(train_images).first(model.latent_dim)
     methods = denoisers(model, pca, choose_blur_sigma(val_noisy, val_clean))
     codes = model.encode(noisy)  # (N, latent_dim): the codes of noisy images, as the model is used
     levels = sorted({*NOISE_LEVELS, config["noise_std"]})
     errors = errors_at_noise_levels(methods, clean, standard_test_noise(clean.shape), levels)
-    return {
+    # The training images' codes, with noise from the seeded generator as evaluate.py draws it.
+    training_codes = model.encode(add_noise(train_images, config["noise_std"], generator=generator))
+    mean, covariance, source = sampling_distribution(training_codes)
+    sampled = sample_codes(mean, covariance, SAMPLE_ROWS**2, torch.Generator().manual_seed(SAMPLE_SEED))
+    first_of_class = {name: clean[(labels == index).nonzero()[0].item()] for index, name in enumerate(CLASS_NAMES)}
+    figures = {
         "reconstructions.png": plot_reconstructions({
             "clean": clean,
             f"noisy (std {config['noise_std']})": noisy,
             f"PCA, {pca.size} numbers": pca.decode(pca.encode(noisy)),
-            f"DAE, {model.latent_dim} numbers": model.decode(codes),
+            f"{model.short_name}, {model.latent_dim} numbers": model.decode(codes),
         }, labels),
         "latent_pairs.png": plot_latent_pairs(codes, labels),
         "latent_traversals.png": plot_latent_traversals(model, codes),
+        "samples.png": plot_image_grid(model.decode(sampled), f"{len(sampled)} random codes drawn from {source}, "
+                                                              f"decoded by the {model.name} (seed {SAMPLE_SEED})"),
+        "interpolations.png": plot_interpolations({
+            f"{start} to {end}: the first test image of each, clean": interpolation_rows(
+                model, pca, first_of_class[start], first_of_class[end]) for start, end in INTERPOLATION_PAIRS
+        }),
         "noise_levels.png": plot_noise_levels(levels, errors, config["noise_std"]),
-        "loss_curves.png": plot_loss_curves(checkpoint["history"], checkpoint["best_epoch"], checkpoint["stop_reason"]),
+        "loss_curves.png": plot_loss_curves(checkpoint["history"], checkpoint["best_epoch"], checkpoint["stop_reason"],
+                                            checkpoint.get("objective")),
     }
+    if model.latent_dim == 2:
+        figures["latent_grid.png"] = plot_latent_grid(model, codes, labels)
+    return figures
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Draw the figures of a trained run.", allow_abbrev=False)
     parser.add_argument("--run-dir", default=None,
                         help="the run to draw; figures are written there (default: the newest run in runs/)")
-    parser.add_argument("--data-dir", default=str(ROOT / "data"),
+    parser.add_argument("--data-dir", default=str(DATA_DIR),
                         help="where Fashion-MNIST is, or goes (default: data/ beside this script)")
     parser.add_argument("--show", action="store_true", help="also open the figures in windows")
     args = parser.parse_args(argv)
     if not args.show:
         matplotlib.use("Agg")  # draw off screen: works with no display at all
     try:
-        run_dir = Path(args.run_dir) if args.run_dir else newest_run(RUNS_DIR)
-        if args.run_dir is None:
-            print(f"drawing the newest run, {run_dir} (pass --run-dir for another)")
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+        else:
+            run_dir, unfinished = newest_run()
+            print(f"drawing the newest run, {run_dir} (pass --run-dir for another){passed_over(unfinished)}")
         figures = draw_run(run_dir, args.data_dir)
-    except (CheckpointError, DataError) as error:
+        for name, figure in figures.items():
+            save_figure(figure, run_dir / name)
+            print(f"wrote {run_dir / name}")
+            if not args.show:
+                plt.close(figure)  # a notebook or a test calling main() again would otherwise keep every figure
+    except (CheckpointError, DataError, RunError) as error:
         sys.exit(f"error: {error}")
-    for name, figure in figures.items():
-        try:
-            figure.savefig(run_dir / name, dpi=DPI)
-        except OSError as error:
-            sys.exit(f"error: cannot write {run_dir / name} ({error.strerror}): make the run directory writable")
-        print(f"wrote {run_dir / name}")
-        if not args.show:
-            plt.close(figure)  # a notebook or a test calling main() again would otherwise keep every figure
     if args.show:
         plt.show()
 
 
+def save_figure(figure, path: Path) -> None:
+    """A PNG at DPI, written whole or not at all: drawn in memory, then written atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    write_file(path, buffer.getvalue())
+
+
 if __name__ == "__main__":
-    main()
+    with quiet_exits():
+        main()

@@ -15,10 +15,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the project's modules and scripts sit at the repository root
 
-from data import IDX_FILES, SYSTEM_COPY  # noqa: E402
+from data import IDX_FILES, SYSTEM_COPIES  # noqa: E402
 
 TINY_TRAIN, TINY_TEST = 300, 100
 REAL_DATA_DIR = ROOT / "data"  # the scripts' default --data-dir, filled from the Debian copy as train.py would
+DEBIAN_COPY = SYSTEM_COPIES["FashionMNIST"]
 
 
 def idx_bytes(tensor: torch.Tensor) -> bytes:
@@ -75,7 +76,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def real_data_available() -> bool:
-    return all((SYSTEM_COPY / f"{name}.gz").is_file() for name in IDX_FILES) or all(
+    return all((DEBIAN_COPY / f"{name}.gz").is_file() for name in IDX_FILES) or all(
         (REAL_DATA_DIR / "FashionMNIST" / "raw" / name).is_file() for name in IDX_FILES
     )
 

@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 import data
-from conftest import REAL_DATA_DIR, TINY_TEST, TINY_TRAIN, requires_real_data, write_tiny_dataset
+from conftest import DEBIAN_COPY, REAL_DATA_DIR, TINY_TEST, TINY_TRAIN, requires_real_data, write_tiny_dataset
 from data import DataError, add_noise, load_fashion_mnist, split_train_validation
 
 
@@ -43,13 +43,13 @@ def test_idx_files_put_by_hand_load_packed_or_not(tmp_path, where, compress):
     assert images.shape == (TINY_TRAIN, 1, 28, 28) and labels[:3].tolist() == [0, 1, 2]
 
 
-@pytest.mark.skipif(not all((data.SYSTEM_COPY / f"{name}.gz").is_file() for name in data.IDX_FILES),
+@pytest.mark.skipif(not all((DEBIAN_COPY / f"{name}.gz").is_file() for name in data.IDX_FILES),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_debian_gz_files_copied_into_the_data_directory_load(tmp_path, monkeypatch):
     """The very files Debian ships, whose checksums torchvision would refuse, put by hand in --data-dir."""
     monkeypatch.setattr(torchvision.datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])
     for name in data.IDX_FILES:
-        (tmp_path / f"{name}.gz").symlink_to(data.SYSTEM_COPY / f"{name}.gz")
+        (tmp_path / f"{name}.gz").symlink_to(DEBIAN_COPY / f"{name}.gz")
     images, _ = load_fashion_mnist(tmp_path, train=False, system_copy=tmp_path / "no-system-copy")
     assert images.shape == (10_000, 1, 28, 28)
 

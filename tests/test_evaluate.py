@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import torch
 
 import baselines
 import evaluate
+import runs
 import train
 from baselines import mean_absolute_error, peak_signal_to_noise_ratio
 from conftest import ROOT, tiny_train_args
@@ -173,8 +173,7 @@ def test_the_noise_table_holds_the_training_noise_and_grows_with_the_noise(tiny_
 
 def test_without_run_dir_the_newest_finished_run_is_taken(tiny_data_dir, tmp_path, monkeypatch, capsys):
     """Two default runs leave two directories, and evaluate.py takes the newer."""
-    for module in (train, evaluate):
-        monkeypatch.setattr(module, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
     extra = ["--data-dir", str(tiny_data_dir), "--val-size", "60", "--batch-size", "32", "--device", "cpu"]
     train.main([*extra, "--epochs", "2"])
     train.main([*extra, "--epochs", "3"])
@@ -186,18 +185,6 @@ def test_without_run_dir_the_newest_finished_run_is_taken(tiny_data_dir, tmp_pat
     assert f"evaluating the newest run, {second}" in capsys.readouterr().out
     assert json.loads((second / "metrics.json").read_text())["run"]["epochs_run"] == 3
     assert not (first / "metrics.json").exists()
-
-
-def test_a_run_still_in_progress_is_passed_over(tmp_path):
-    from dae import DenoisingAutoencoder, newest_run, save_checkpoint
-
-    model = DenoisingAutoencoder()
-    runs = [("2026-01-01_10-00-00", "reached --epochs 200", 1_000), ("2026-01-01_11-00-00", "running", 2_000)]
-    for name, stop_reason, written_at in runs:
-        (tmp_path / name).mkdir()
-        save_checkpoint(tmp_path / name / "checkpoint.pt", model, model.state_dict(), stop_reason=stop_reason)
-        os.utime(tmp_path / name / "checkpoint.pt", (written_at, written_at))  # the running one is the newer
-    assert newest_run(tmp_path) == tmp_path / "2026-01-01_10-00-00"
 
 
 def test_abbreviated_flags_are_errors(capsys):

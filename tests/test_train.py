@@ -11,11 +11,13 @@ import pytest
 import torch
 
 import evaluate
+import runs
 import train
 import visualize
 from conftest import REAL_DATA_DIR, ROOT, requires_real_data, tiny_train_args
-from dae import CHECKPOINT_FILE, DenoisingAutoencoder, load_checkpoint
+from dae import DenoisingAutoencoder
 from data import add_noise, load_fashion_mnist, split_train_validation
+from runs import CHECKPOINT_FILE, load_checkpoint
 from train import EarlyStopping
 
 
@@ -57,7 +59,7 @@ def test_train_one_epoch_lowers_the_loss_on_a_tiny_problem():
     model = DenoisingAutoencoder(latent_dim=2)
     optimizer = train.make_optimizer(model, lr=1e-2)
     generator = torch.Generator().manual_seed(0)
-    losses = [train.train_one_epoch(model, optimizer, images, 16, 0.2, generator=generator) for _ in range(20)]
+    losses = [train.train_one_epoch(model, optimizer, images, 16, 0.2, generator=generator)["loss"] for _ in range(20)]
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -136,12 +138,13 @@ def test_an_unwritable_run_directory_is_reported_before_training(tiny_data_dir, 
 
 def test_a_new_run_replaces_the_old_one_without_mixing(tiny_data_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2"))
+    # A 2-number code, for which visualize.py also draws latent_grid.png: every file the scripts can write.
+    train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2", "--latent-dim", "2"))
     evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
     visualize.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
     evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir), "--noise-std", "0.5"])
     # train.py's list of what the other scripts write is exactly what they wrote.
-    written, patterns = {p.name for p in run_dir.iterdir()} - {CHECKPOINT_FILE}, train.FILES_FROM_EARLIER_RUN
+    written, patterns = {p.name for p in run_dir.iterdir()} - {CHECKPOINT_FILE}, runs.FILES_FROM_EVALUATE_AND_VISUALIZE
     assert all(any(fnmatch(name, pattern) for pattern in patterns) for name in written)
     assert all(any(fnmatch(name, pattern) for name in written) for pattern in patterns)
     capsys.readouterr()
@@ -172,7 +175,10 @@ def run_train_process(tmp_path, data_dir, stop_signal, after_epochs=3):
     """A real train.py process, started from another directory, sent `stop_signal` after a few epochs."""
     command = [sys.executable, "-u", str(ROOT / "train.py"),
                *tiny_train_args(data_dir, tmp_path / "run", "--epochs", "100000", "--patience", "100000")]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored, and Python then never turns it into Ctrl-C;
+    # the child gets SIGINT's default back, as a process started from a terminal has it.
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     epoch_lines = []
     for line in process.stdout:
         if line.startswith("epoch"):
@@ -223,7 +229,7 @@ def test_a_run_that_fails_to_start_replaces_nothing(tiny_data_dir, tmp_path, cap
 
 
 def test_a_default_run_that_fails_to_start_leaves_no_directory(tiny_data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
     with pytest.raises(SystemExit):
         train.main(["--data-dir", str(tiny_data_dir), "--val-size", "100000", "--device", "cpu"])
     assert not list((tmp_path / "runs").iterdir())
