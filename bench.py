@@ -33,6 +33,7 @@ from train import (
 RECIPE = parse_args([])  # train.py's defaults: the recipe's batch size, noise, learning rate and epochs
 TRAIN_IMAGES = 60_000 - RECIPE.val_size  # what train.py trains on once the validation images are held out
 UNSTEADY = 1.5  # a row whose slowest repeat takes this many times its fastest was measured on a busy machine
+MATMUL_SIZE = 4096  # the arithmetic row times (MATMUL_SIZE x MATMUL_SIZE) @ (MATMUL_SIZE x MATMUL_SIZE) products
 
 
 def synchronize(device: torch.device) -> None:
@@ -173,7 +174,7 @@ def flops_per_epoch(image_count: int) -> float:
 
 def time_arithmetic_alone(image_count: int, device: torch.device) -> tuple[Timing, float]:
     """How long an epoch's FLOPs take at the rate of a large float32 matrix product on this device: (timing, FLOP/s)."""
-    size = 4096
+    size = MATMUL_SIZE
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     matmul = time_repeats(lambda: a @ b, device, repeats=5, warmup=2)
     return matmul.scaled(flops_per_epoch(image_count) / (2 * size**3)), 2 * size**3 / matmul.median

@@ -43,6 +43,7 @@ SAMPLE_SEED = 0  # the same run always draws the same samples
 INTERPOLATION_STEPS = 9  # odd, so that the middle step is the exact mid-point
 INTERPOLATION_PAIRS = (("T-shirt/top", "Trouser"), ("Sneaker", "Ankle boot"), ("Pullover", "Bag"))
 GRID_STEPS = 16  # latent_grid.png decodes a GRID_STEPS x GRID_STEPS grid of the code plane
+TILE_GAP = 2  # white pixels between the images of samples.png and interpolations.png
 DPI = 90  # with the corner plot's size limit below, keeps every figure under 600 KB
 
 
@@ -226,15 +227,33 @@ def sample_codes(mean: torch.Tensor, covariance: torch.Tensor, count: int, gener
     return mean + unit @ spread.T
 
 
-def plot_image_grid(images: torch.Tensor, title: str):
-    """A square grid of images (N, 1, 28, 28), N a square number, under `title`."""
+def tile(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """Images (N, 1, 28, 28) side by side, `columns` to a row, TILE_GAP white pixels apart: one (H, W) picture.
+
+    One picture in one axes draws much faster than an axes per image, and the white gaps keep
+    apart images whose backgrounds are black.
+    """
+    rows = math.ceil(len(images) / columns)
+    step = 28 + TILE_GAP
+    canvas = torch.ones(rows * step - TILE_GAP, columns * step - TILE_GAP)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        canvas[row * step : row * step + 28, column * step : column * step + 28] = image[0]
+    return canvas
+
+
+def tile_centres(count: int) -> list[float]:
+    """Where the middle of each of `count` images in a row (or column) of a tile lies, in pixels."""
+    return [(28 + TILE_GAP) * index + 13.5 for index in range(count)]
+
+
+def plot_samples(images: torch.Tensor, title: str):
+    """A square grid of decoded samples (N, 1, 28, 28), N a square number, under `title`."""
     side = math.isqrt(len(images))
-    figure, axes = plt.subplots(side, side, figsize=(1.0 * side, 1.0 * side + 0.5), squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        axis.imshow(images[index, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-        axis.set_xticks([])
-        axis.set_yticks([])
-    figure.suptitle(title, fontsize=8, wrap=True)
+    figure, axis = plt.subplots(figsize=(6, 6.4))
+    axis.imshow(tile(images, side).numpy(), cmap="gray", vmin=0, vmax=1)
+    axis.axis("off")
+    axis.set_title(title, fontsize=9, wrap=True)
     figure.tight_layout()
     return figure
 
@@ -261,21 +280,18 @@ def interpolation_rows(model: torch.nn.Module, pca: PrincipalComponents, first: 
 
 
 def plot_interpolations(pairs: dict):
-    """`pairs`: title -> rows (interpolation_rows' output); a block of rows per pair, one column per step."""
-    row_count = sum(len(rows) for rows in pairs.values())
-    steps = len(next(iter(next(iter(pairs.values())).values())))
-    figure, axes = plt.subplots(row_count, steps, figsize=(0.95 * steps + 1.3, 1.0 * row_count + 0.3 * len(pairs)),
-                                squeeze=False)
-    row = 0
-    for title, rows in pairs.items():
-        for name, images in rows.items():
-            for step in range(steps):
-                axes[row, step].imshow(images[step, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-                axes[row, step].set_xticks([])
-                axes[row, step].set_yticks([])
-            axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-            row += 1
-        axes[row - len(rows), steps // 2].set_title(title, fontsize=9)
+    """`pairs`: title -> rows (interpolation_rows' output); a panel per pair, a row per method, a column per step."""
+    figure, axes = plt.subplots(len(pairs), 1, figsize=(9.5, 3.2 * len(pairs)), squeeze=False)
+    for axis, (title, rows) in zip(axes[:, 0], pairs.items()):
+        steps = len(next(iter(rows.values())))
+        axis.imshow(tile(torch.cat(list(rows.values())), steps).numpy(), cmap="gray", vmin=0, vmax=1)
+        axis.set_yticks(tile_centres(len(rows)), list(rows))  # each row named at its middle
+        axis.set_xticks(tile_centres(steps), [f"{t:.2g}" for t in torch.linspace(0, 1, steps).tolist()])
+        axis.tick_params(length=0, labelsize=8)
+        axis.set_title(title, fontsize=9)
+        for spine in axis.spines.values():
+            spine.set_visible(False)
+    axes[-1, 0].set_xlabel("t: the share of the way from the first image to the second", fontsize=8)
     figure.tight_layout()
     return figure
 
@@ -342,8 +358,8 @@ def draw_run(run_dir: Path, data_dir) -> dict:
         }, labels),
         "latent_pairs.png": plot_latent_pairs(codes, labels),
         "latent_traversals.png": plot_latent_traversals(model, codes),
-        "samples.png": plot_image_grid(model.decode(sampled), f"{len(sampled)} random codes drawn from {source}, "
-                                                              f"decoded by the {model.name} (seed {SAMPLE_SEED})"),
+        "samples.png": plot_samples(model.decode(sampled), f"{len(sampled)} random codes drawn from {source}, "
+                                                           f"decoded by the {model.name} (seed {SAMPLE_SEED})"),
         "interpolations.png": plot_interpolations({
             f"{start} to {end}: the first test image of each, clean": interpolation_rows(
                 model, pca, first_of_class[start], first_of_class[end]) for start, end in INTERPOLATION_PAIRS

@@ -75,18 +75,18 @@ def finished_run(tiny_run, tmp_path):
 
 # ---- A loss that is not finite ----
 
-def test_a_run_that_diverges_at_once_stops_with_one_line_and_an_error_status(tiny_data_dir, tmp_path):
-    result = run_script("train.py", *tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "3", "--lr", "1e38"),
-                        cwd=tmp_path)
-    assert result.returncode == 1
-    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
-    assert len(epoch_lines) == 1 and "nan" in epoch_lines[0]  # it stopped at the first epoch that blew up
-    assert "no epoch finished" not in result.stdout and "no epoch gave a finite loss" in result.stdout
-    assert result.stderr.splitlines() == [
+def test_a_run_that_diverges_at_once_stops_with_one_line_and_an_error_status(tiny_data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # sys.exit with a message: printed to stderr, exit status 1
+        train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "3", "--lr", "1e38"))
+    assert exit_info.value.code == (
         "error: epoch 1: the loss is not a finite number, so training diverged (nothing was saved): a learning "
         "rate or a noise far too large does this: lower --lr (this run 1e+38, the recipe 0.001) or --noise-std "
         "(this run 0.2, the recipe 0.2)"
-    ]
+    )
+    output = capsys.readouterr().out
+    epoch_lines = [line for line in output.splitlines() if line.startswith("epoch")]
+    assert len(epoch_lines) == 1 and "nan" in epoch_lines[0]  # it stopped at the first epoch that blew up
+    assert "no epoch finished" not in output and "no epoch gave a finite loss" in output
     assert not (tmp_path / "run" / CHECKPOINT_FILE).exists()
 
 
@@ -162,11 +162,13 @@ def test_a_save_that_fails_later_keeps_the_last_good_checkpoint(tiny_data_dir, t
 def test_a_report_or_figure_that_cannot_be_written_leaves_the_earlier_file_whole(finished_run, tiny_run, monkeypatch):
     before = files_and_contents(finished_run)
     fail_writes_after(0, monkeypatch)
-    for script, name in ((evaluate, "metrics.json"), (visualize, "reconstructions.png")):
-        with pytest.raises(SystemExit) as exit_info:
-            script.main(["--run-dir", str(finished_run), "--data-dir", str(tiny_run / "data")])
-        assert exit_info.value.code == (f"error: cannot write {finished_run / name}: no space left on the disk: "
-                                        f"free some space, or pass a --run-dir on another disk")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--run-dir", str(finished_run), "--data-dir", str(tiny_run / "data")])
+    assert exit_info.value.code == (f"error: cannot write {finished_run / 'metrics.json'}: no space left on the disk: "
+                                    f"free some space, or pass a --run-dir on another disk")
+    figure = visualize.plot_noise_levels([0.0, 0.2], {"a method": [0.1, 0.2]}, training_std=0.2)
+    with pytest.raises(runs.RunError, match=r"cannot write .*loss_curves.png: no space left on the disk"):
+        visualize.save_figure(figure, finished_run / "loss_curves.png")  # what visualize.py does with each figure
     assert files_and_contents(finished_run) == before
 
 

@@ -10,6 +10,7 @@ import torch
 from matplotlib.collections import PathCollection
 
 import visualize
+from baselines import PrincipalComponents
 from conftest import ROOT
 from dae import DenoisingAutoencoder
 
@@ -112,6 +113,63 @@ def test_short_runs_have_whole_epochs_on_the_loss_axis():
     assert all(tick == int(tick) for tick in ticks)
 
 
+def test_samples_are_seeded_and_drawn_from_the_gaussian_fitted_to_the_codes():
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randn(4000, 3, generator=generator) @ torch.tensor([[2.0, 0, 0], [1.0, 0.5, 0], [0, -1.0, 0.3]]) + 5
+    mean, covariance, source = visualize.sampling_distribution(codes)
+    assert torch.allclose(mean, codes.mean(dim=0)) and torch.allclose(covariance, torch.cov(codes.T), atol=1e-4)
+    assert "fitted to the run's training codes" in source
+
+    def draw(seed, count=20_000):
+        return visualize.sample_codes(mean, covariance, count, torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw(0, 36), draw(0, 36)) and not torch.equal(draw(0, 36), draw(1, 36))
+    many = draw(0)  # their sample mean and covariance come back to the fitted ones, within sampling error
+    assert torch.allclose(many.mean(dim=0), mean, atol=0.05)
+    assert torch.allclose(torch.cov(many.T), covariance, atol=0.1)
+
+
+def test_samples_work_when_a_code_dimension_never_varies():
+    codes = torch.cat([torch.randn(100, 1), torch.full((100, 1), 2.0)], dim=1)  # z1 is always 2: no Cholesky factor
+    mean, covariance, _ = visualize.sampling_distribution(codes)
+    samples = visualize.sample_codes(mean, covariance, 50, torch.Generator().manual_seed(0))
+    assert samples.shape == (50, 2) and torch.allclose(samples[:, 1], torch.full((50,), 2.0), atol=1e-4)
+
+
+def test_an_interpolation_runs_between_each_methods_reconstructions_through_the_mid_point():
+    torch.manual_seed(0)
+    model = DenoisingAutoencoder(latent_dim=3)
+    images = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    pca = PrincipalComponents.fit(images).first(3)
+    first, second = images[0], images[1]
+    rows = visualize.interpolation_rows(model, pca, first, second, steps=9)
+    assert list(rows) == ["pixel fade", "PCA, 3 numbers", "DAE, 3 numbers"]
+    assert all(images.shape == (9, 1, 28, 28) for images in rows.values())
+    pair = torch.stack([first, second])
+    with torch.no_grad():
+        for name, coder in (("PCA, 3 numbers", pca), ("DAE, 3 numbers", model)):
+            codes = coder.encode(pair)
+            assert torch.allclose(rows[name][[0, -1]], coder.decode(codes), atol=1e-6)  # each end: a reconstruction
+            assert torch.allclose(rows[name][4], coder.decode(codes.mean(dim=0, keepdim=True))[0], atol=1e-6)
+    assert torch.equal(rows["pixel fade"][0], first) and torch.allclose(rows["pixel fade"][4], (first + second) / 2)
+
+
+def test_the_latent_grid_decodes_the_code_under_each_cell():
+    torch.manual_seed(0)
+    model = DenoisingAutoencoder(latent_dim=2)
+    codes = torch.randn(300, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([3.0, 1.0])
+    figure = visualize.plot_latent_grid(model, codes, torch.arange(300) % 10, steps=4)
+    decoded = figure.axes[0].get_images()[0]
+    x_low, x_high, y_low, y_high = decoded.get_extent()
+    assert (x_low, x_high, y_low, y_high) == tuple(visualize.code_ranges(codes).flatten().tolist())
+    # The top-left cell shows the image of the code at that cell's centre: low z0, high z1.
+    centre = torch.tensor([[x_low + (x_high - x_low) / 8, y_high - (y_high - y_low) / 8]])
+    with torch.no_grad():
+        expected = model.decode(centre)[0, 0]
+    assert torch.allclose(torch.tensor(decoded.get_array().data[:28, :28]), expected, atol=1e-6)
+    assert figure.axes[1].get_xlim() == (x_low, x_high) and figure.axes[1].get_ylim() == (y_low, y_high)
+
+
 def test_visualize_writes_every_png_with_no_display(tiny_run, tmp_path):
     """As a user would run it: from another directory, with no display."""
     run_dir = tiny_run / "run"
@@ -121,11 +179,12 @@ def test_visualize_writes_every_png_with_no_display(tiny_run, tmp_path):
         cwd=tmp_path, capture_output=True, text=True, env=environment,
     )
     assert result.returncode == 0, result.stderr
-    for name in ("reconstructions.png", "latent_pairs.png", "latent_traversals.png", "noise_levels.png",
-                 "loss_curves.png"):
+    for name in ("reconstructions.png", "latent_pairs.png", "latent_traversals.png", "samples.png",
+                 "interpolations.png", "noise_levels.png", "loss_curves.png"):
         assert f"wrote {run_dir / name}" in result.stdout
         assert (run_dir / name).read_bytes().startswith(PNG_SIGNATURE)
         assert matplotlib.image.imread(run_dir / name).ndim == 3  # decodes as an image
+    assert result.stdout.count("wrote") == 7 and not (run_dir / "latent_grid.png").exists()  # the grid: 2-D codes only
 
 
 def test_a_missing_run_gives_the_same_advice_as_evaluate(tmp_path):
