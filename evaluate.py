@@ -8,7 +8,9 @@ The headline is the published metric: the mean absolute error between the model'
 noisy test image and the clean test image, over all 10,000 test images and all pixels. Beside it,
 on the same noisy images, the denoisers of baselines.py: three that learn nothing, and PCA, the best
 linear code of the same size. Then the error at other noise levels, the error per class, and how
-well the codes group images by class (k-nearest neighbours), the DAE's beside PCA's.
+well the codes group images by class (k-nearest neighbours), the DAE's beside PCA's. Every method is
+fitted once, at the noise the run trained with (the blur's width, PCA, the training codes for the
+neighbours), and a test at other noise measures them as they are.
 
 Prints a report and writes it to <run-dir>/metrics.json; at a --noise-std other than the run's own,
 to metrics-noise<std>.json beside it. Runs on the CPU, so every machine gives the same numbers for

@@ -392,11 +392,14 @@ def main(argv=None) -> None:
     except (DataError, RunError, TrainingError) as error:
         sys.exit(f"error: {error}")
     except RuntimeError as error:  # torch.OutOfMemoryError on a GPU, a plain RuntimeError on a Mac or the CPU
-        if not ("out of memory" in str(error) or "can't allocate memory" in str(error)):
+        if "out of memory" in str(error):
+            memory, remedy = f"the {args.device} device's memory", "or train on the CPU with --device cpu"
+        elif "can't allocate memory" in str(error):  # the CPU's allocator
+            memory, remedy = "this machine's memory", "or close other programs"
+        else:
             raise
-        remedy = "or free some memory" if args.device.type == "cpu" else "or train on the CPU with --device cpu"
-        sys.exit(f"error: {args.device} ran out of memory with --batch-size {args.batch_size} and --latent-dim "
-                 f"{args.latent_dim}: pass a smaller --batch-size (or --latent-dim), {remedy}")
+        sys.exit(f"error: {memory} ran out with --batch-size {args.batch_size} and --latent-dim {args.latent_dim}: "
+                 f"pass a smaller --batch-size (or --latent-dim), {remedy}")
     except (KeyboardInterrupt, Terminated) as stop:  # before the first epoch began (the loop handles its own)
         print("stopped before training started; nothing was written")
         stop_reason = "terminated" if isinstance(stop, Terminated) else "interrupted"

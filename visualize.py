@@ -72,6 +72,12 @@ def code_ranges(codes: torch.Tensor) -> torch.Tensor:
     return torch.stack([low - margin, high + margin], dim=1)
 
 
+def class_markers() -> list:
+    """A legend entry per class: its colour and its name."""
+    return [plt.Line2D([], [], marker="o", linestyle="", color=colour, label=name)
+            for colour, name in zip(CLASS_COLOURS, CLASS_NAMES)]
+
+
 def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor):
     """A corner plot of codes (N, d): the panel for (z_i, z_j), i < j, sits at row j, column i; the
     diagonal holds each dimension's distribution per class; each dimension keeps one range down its
@@ -114,9 +120,7 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor):
                 axis.set_ylabel(f"z{row}")
             elif column != row:
                 axis.set_yticklabels([])
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour, label=name)
-               for colour, name in zip(CLASS_COLOURS, CLASS_NAMES)]
-    figure.legend(handles=handles, loc="upper right", fontsize=10, frameon=False, title="class", title_fontsize=10)
+    figure.legend(handles=class_markers(), loc="upper right", fontsize=10, frameon=False, title="class", title_fontsize=10)
     figure.tight_layout(rect=(0, 0, size / (size + legend_inches), 1))
     return figure
 
@@ -304,7 +308,8 @@ def plot_latent_grid(model: torch.nn.Module, codes: torch.Tensor, labels: torch.
     # The centre of each grid cell, so that each decoded image sits over the code it comes from.
     x = x_low + (torch.arange(steps) + 0.5) * (x_high - x_low) / steps
     y = y_high - (torch.arange(steps) + 0.5) * (y_high - y_low) / steps  # top row first, as an image is drawn
-    grid = torch.stack(torch.meshgrid(y, x, indexing="ij")[::-1], dim=-1).view(-1, 2)  # (steps^2, 2) as (z0, z1)
+    z1, z0 = torch.meshgrid(y, x, indexing="ij")  # (steps, steps) each: z1 down the rows, z0 across them
+    grid = torch.stack([z0, z1], dim=-1).view(-1, 2)  # (steps^2, 2): the codes (z0, z1), row by row
     images = model.decode(grid).view(steps, steps, 28, 28)
     mosaic = images.permute(0, 2, 1, 3).reshape(steps * 28, steps * 28)  # rows of images -> one picture
 
@@ -321,9 +326,7 @@ def plot_latent_grid(model: torch.nn.Module, codes: torch.Tensor, labels: torch.
         axis.set_ylim(y_low, y_high)
         axis.set_xlabel("z0")
         axis.set_ylabel("z1")
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour, label=name)
-               for colour, name in zip(CLASS_COLOURS, CLASS_NAMES)]
-    scattered.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
+    scattered.legend(handles=class_markers(), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     figure.tight_layout()
     return figure
 

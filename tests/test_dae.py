@@ -1,10 +1,13 @@
 """The model's exact shape, and what a checkpoint holds (tests/test_runs.py reads and writes the files)."""
 
+import ast
+
 import pytest
 import torch
 from torch import nn
 
 import dae
+from conftest import ROOT
 from dae import CheckpointError, DenoisingAutoencoder, checkpoint_contents, model_from_checkpoint
 
 
@@ -66,3 +69,14 @@ def test_a_checkpoint_of_another_kind_is_refused_by_name(contents, complaint):
     with pytest.raises(CheckpointError, match=complaint) as error:
         model_from_checkpoint(contents, "runs/x/checkpoint.pt")
     assert str(error.value).startswith("runs/x/checkpoint.pt ") and "python train.py" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["dae.py", "data.py", "baselines.py"])
+def test_the_files_readme_says_can_be_copied_alone_import_no_other_file_of_the_project(name):
+    """README tells a student that these files work copied alone into a notebook or coursework."""
+    project = {path.stem for path in ROOT.glob("*.py")}
+    tree = ast.parse((ROOT / name).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not imported & project, f"{name} imports {imported & project}: it can no longer be copied alone"

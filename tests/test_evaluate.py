@@ -12,6 +12,7 @@ import runs
 import train
 from baselines import mean_absolute_error, peak_signal_to_noise_ratio
 from conftest import tiny_train_args
+from data import add_noise, load_training_split
 from evaluate import knn_accuracy, mae_per_class
 
 
@@ -192,3 +193,14 @@ def test_help_shows_each_default_once(capsys):
         evaluate.main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "(default: the noise the run was trained with)" in help_text and "(default: None)" not in help_text
+
+
+def test_at_another_test_noise_every_method_stays_as_fitted_at_the_runs_own_noise(tiny_run):
+    """The noise table says "every method as fitted at noise std 0.2": the blur is not chosen again at 0.5."""
+    own, harder = (evaluate.evaluate(tiny_run / "run", tiny_run / "data", std) for std in (None, 0.5))
+    assert harder["blur_sigma"] == own["blur_sigma"]
+    _, (val_clean, _) = load_training_split(tiny_run / "data", 60, 0.2, generator=torch.Generator().manual_seed(0))
+    refitted = baselines.choose_blur_sigma(add_noise(val_clean, 0.5, generator=torch.Generator().manual_seed(0)),
+                                           val_clean)
+    assert refitted != own["blur_sigma"]  # so the test can tell the two apart
+    assert harder["noise_levels"] == own["noise_levels"]  # the same fitted methods, measured at the same levels

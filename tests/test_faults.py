@@ -299,14 +299,22 @@ def test_files_that_read_well_are_never_called_damaged(tiny_data_dir):
     assert data.find_damaged_file(tiny_data_dir / "FashionMNIST" / "raw") is None
 
 
-# ---- Out of memory on an accelerator ----
+# ---- Out of memory ----
 
-def test_running_out_of_memory_names_the_batch_size(tiny_data_dir, tmp_path, monkeypatch):
-    def out_of_memory(*arguments, **keywords):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 8.00 GiB total)")
+@pytest.mark.parametrize("device, error, words", [
+    ("cuda", torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 8.00 GiB total)"),
+     "the cuda device's memory ran out with --batch-size 50000 and --latent-dim 8: pass a smaller --batch-size "
+     "(or --latent-dim), or train on the CPU with --device cpu"),
+    ("cpu", RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 256000000000 bytes"),
+     "this machine's memory ran out with --batch-size 50000 and --latent-dim 8: pass a smaller --batch-size "
+     "(or --latent-dim), or close other programs"),
+])
+def test_running_out_of_memory_names_the_batch_size(device, error, words, monkeypatch):
+    def runs_out_of_memory(args):
+        raise error  # as PyTorch raises it, from wherever in training it happens
 
-    monkeypatch.setattr(train, "train_one_epoch", out_of_memory)
+    monkeypatch.setattr(train, "pick_device", torch.device)  # as on a machine that has the device
+    monkeypatch.setattr(train, "train", runs_out_of_memory)
     with pytest.raises(SystemExit) as exit_info:
-        train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "2"))
-    assert exit_info.value.code == ("error: cpu ran out of memory with --batch-size 32 and --latent-dim 8: pass a "
-                                    "smaller --batch-size (or --latent-dim), or free some memory")
+        train.main(["--device", device, "--batch-size", "50000"])
+    assert exit_info.value.code == f"error: {words}"
