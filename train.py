@@ -206,8 +206,8 @@ def train_into(run_dir: Path, args: argparse.Namespace) -> TrainedRun:
             val_loss = validation_loss(model, val_noisy, val_images)
             record_epoch(history, train_terms, val_loss, time.perf_counter() - epoch_start)
             if not all(map(math.isfinite, [*train_terms.values(), val_loss])):
-                print(epoch_line(epoch, args, train_terms, val_loss, False, False, early_stopping,
-                                 history["epoch_seconds"][-1]))
+                print(f"epoch {epoch:3d}/{args.epochs}  train {train_terms['loss']:.4f}  val {val_loss:.4f}"
+                      f"  not a finite number: training stops here")
                 stop_reason, failure = f"diverged at epoch {epoch}", TrainingError(divergence(epoch, args, best_epoch))
                 break
 

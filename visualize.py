@@ -176,16 +176,17 @@ def plot_noise_levels(levels: list, errors: dict, training_std: float):
 
 
 def plot_loss_curves(history: dict, best_epoch: int, stop_reason: str, objective: str | None = None):
-    """Training and validation loss per epoch, and any other term of the objective; the best epoch, and an
-    early stop if there was one. `objective`, what train.py's training_loss computes, labels the axis; a
-    checkpoint from before it was recorded is the DAE's, whose objective is the L1 loss."""
+    """Training and validation loss per epoch; the best epoch, and an early stop if there was one. Any other
+    term of the objective (a fork's, a VAE's KL say) gets a panel of its own below, in its own units.
+    `objective`, what train.py's training_loss computes, labels the loss axis; a checkpoint from before
+    it was recorded is the DAE's, whose objective is the L1 loss."""
     epochs = range(1, len(history["train_loss"]) + 1)
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    other_terms = [name for name in history if name.startswith("train_") and name != "train_loss"]
+    figure, axes = plt.subplots(1 + len(other_terms), 1, figsize=(7, 4.5 + 2 * len(other_terms)), sharex=True,
+                                squeeze=False, gridspec_kw={"height_ratios": [4.5] + [2] * len(other_terms)})
+    axis = axes[0, 0]
     axis.plot(epochs, history["train_loss"], label="training loss")
     axis.plot(epochs, history["val_loss"], label="validation loss")
-    for name in history:
-        if name.startswith("train_") and name != "train_loss":  # a fork's extra terms, a VAE's KL say
-            axis.plot(epochs, history[name], linestyle="--", linewidth=1, label=f"training {name[len('train_'):]} term")
     axis.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
     axis.plot(best_epoch, history["val_loss"][best_epoch - 1], "o", color="black",
               label=f"best: epoch {best_epoch}, {history['val_loss'][best_epoch - 1]:.4f}")
@@ -196,10 +197,14 @@ def plot_loss_curves(history: dict, best_epoch: int, stop_reason: str, objective
     axis.set_yscale("log")  # the first epochs fall fast; a log scale keeps the late ones readable
     axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
     axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
-    axis.set_xlabel("epoch")
     axis.set_ylabel(objective or "L1 loss (mean absolute error)")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
+    for index, (panel, name) in enumerate(zip(axes[1:, 0], other_terms)):
+        panel.plot(epochs, history[name], color=f"C{index + 2}")
+        panel.set_ylabel(f"training {name[len('train_'):]}")
+        panel.grid(True, alpha=0.3)
+    axes[-1, 0].set_xlabel("epoch")
     figure.tight_layout()
     return figure
 

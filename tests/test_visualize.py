@@ -106,6 +106,18 @@ def test_loss_curves_mark_the_best_epoch_and_the_early_stop():
     assert len(no_stop.axes[0].get_legend().get_texts()) == 3
 
 
+def test_other_terms_of_a_forks_objective_get_panels_of_their_own():
+    history = {"train_loss": [0.5, 0.3], "val_loss": [0.4, 0.3], "epoch_seconds": [1.0, 1.0],
+               "train_reconstruction": [0.45, 0.28], "train_kl": [3.0, 8.0]}
+    figure = visualize.plot_loss_curves(history, best_epoch=2, stop_reason="reached --epochs 2",
+                                        objective="loss per pixel: L1, + KL / 784 in training")
+    assert [axis.get_ylabel() for axis in figure.axes] == [
+        "loss per pixel: L1, + KL / 784 in training", "training reconstruction", "training kl"]
+    assert list(figure.axes[2].lines[0].get_ydata()) == [3.0, 8.0]  # in its own units, not on the loss's axis
+    # A checkpoint that does not record its objective is from before it was recorded: the DAE's.
+    assert visualize.plot_loss_curves(history, 2, "x").axes[0].get_ylabel() == "L1 loss (mean absolute error)"
+
+
 def test_short_runs_have_whole_epochs_on_the_loss_axis():
     history = {"train_loss": [0.5, 0.3, 0.2], "val_loss": [0.4, 0.3, 0.25]}
     figure = visualize.plot_loss_curves(history, best_epoch=3, stop_reason="reached --epochs 3")
