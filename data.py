@@ -60,7 +60,7 @@ def load_fashion_mnist(data_dir, train: bool, system_copy=None) -> tuple[torch.T
     try:
         dataset = DATASET(data_dir, train=train, download=False)
     except OSError as error:
-        raise DataError(f"cannot read {error.filename or raw_dir}: {unpack_or_read_remedy(error)}") from None
+        raise DataError(f"cannot read {error.filename or raw_dir}: {cause_and_remedy(error, '--data-dir')}") from None
     except (RuntimeError, AssertionError, TypeError, ValueError) as error:  # how torchvision's reader refuses a file
         damaged = find_damaged_file(raw_dir)
         if damaged is None:
@@ -175,7 +175,9 @@ def gather_idx_files(raw_dir: Path, data_dir: Path, system_copy: Path | None) ->
             raw_dir.mkdir(parents=True, exist_ok=True)
             write_atomically(raw_dir / name, content)
         except OSError as error:
-            raise DataError(f"could not unpack {source} into {raw_dir}: {unpack_or_read_remedy(error)}") from None
+            raise DataError(
+                f"could not unpack {source} into {raw_dir}: {cause_and_remedy(error, '--data-dir')}"
+            ) from None
 
 
 def read_unpacked(source: Path) -> bytes:
@@ -206,17 +208,22 @@ def write_atomically(destination: Path, content: bytes) -> None:
         raise
 
 
-def unpack_or_read_remedy(error: OSError) -> str:
-    """Why the data directory could not be written or read, and what fixes it: each cause its own remedy."""
+def cause_and_remedy(error: OSError, flag: str) -> str:
+    """An OSError in words, with what fixes it: each cause its own remedy, never one that cannot help.
+
+    `flag` is the command-line flag that names another place (--data-dir here; --run-dir in runs.py).
+    """
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "no space left on the disk: free some space, or pass a --data-dir on a disk with room"
+        return f"no space left on the disk: free some space, or pass a {flag} on another disk"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "permission denied: pass a --data-dir you can read and write"
-    if error.errno == errno.EISDIR:
-        return f"a directory is in the way: remove or rename {error.filename}"
+        return f"permission denied: change its permissions, or pass a {flag} you can read and write"
+    if error.errno == errno.EISDIR:  # os.replace names the destination second
+        return f"a directory is in the way: remove or rename the directory {error.filename2 or error.filename}"
     if error.errno == errno.ENOTDIR:
-        return f"a file is in the way where a directory should be ({error.filename}): remove it, or pass another --data-dir"
-    return f"{error.strerror or error}: pass another --data-dir"
+        return f"a file is in the way where a directory should be ({error.filename}): remove or rename it"
+    if error.errno == errno.ENOENT:
+        return f"its directory does not exist (was it deleted?): create it, or pass another {flag}"
+    return f"{error.strerror or error}: check the disk, or pass another {flag}"
 
 
 def find_damaged_file(raw_dir: Path) -> Path | None:

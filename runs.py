@@ -17,7 +17,6 @@ RunError (or dae.py's CheckpointError) with one line that names the cause and th
 """
 
 import contextlib
-import errno
 import io
 import os
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 from dae import CheckpointError, DenoisingAutoencoder, checkpoint_contents, model_from_checkpoint
-from data import write_atomically
+from data import cause_and_remedy, write_atomically
 
 ROOT = Path(__file__).resolve().parent
 RUNS_DIR = ROOT / "runs"
@@ -40,6 +39,7 @@ FILES_FROM_EVALUATE_AND_VISUALIZE = (
     "reconstructions.png", "latent_pairs.png", "latent_traversals.png", "noise_levels.png", "loss_curves.png",
     "samples.png", "interpolations.png", "latent_grid.png",
 )
+RUN_DIR_FLAG = "--run-dir"  # the flag of every script that names another run, as remedies say
 STILL_RUNNING = "running"  # the stop reason a checkpoint carries until its run stops; a killed run keeps it
 
 
@@ -59,7 +59,9 @@ def new_run_dir(runs_dir: Path | None = None) -> Path:
         except FileExistsError:
             continue
         except OSError as error:
-            raise RunError(f"cannot create a run directory in {runs_dir}: {cause_and_remedy(error)}") from None
+            raise RunError(
+                f"cannot create a run directory in {runs_dir}: {cause_and_remedy(error, RUN_DIR_FLAG)}"
+            ) from None
     raise RunError(f"cannot find a free run directory name in {runs_dir}: pass --run-dir")
 
 
@@ -69,7 +71,7 @@ def prepare_run_dir(run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=run_dir).close()
     except OSError as error:
-        raise RunError(f"cannot write the run directory {run_dir}: {cause_and_remedy(error)}") from None
+        raise RunError(f"cannot write the run directory {run_dir}: {cause_and_remedy(error, RUN_DIR_FLAG)}") from None
 
 
 def remove_files_of_earlier_run(run_dir: Path) -> None:
@@ -96,7 +98,7 @@ def load_checkpoint(path) -> tuple[DenoisingAutoencoder, dict]:
         with open(path, "rb") as file:
             content = file.read()
     except OSError as error:
-        raise CheckpointError(f"cannot read {path}: {cause_and_remedy(error, path)}") from None
+        raise CheckpointError(f"cannot read {path}: {cause_and_remedy(error, RUN_DIR_FLAG)}") from None
     try:
         # weights_only=True: a checkpoint holds tensors and plain values, and can never run code.
         checkpoint = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
@@ -154,22 +156,7 @@ def write_file(path: Path, content: bytes) -> None:
     try:
         write_atomically(path, content)
     except OSError as error:
-        raise RunError(f"cannot write {path}: {cause_and_remedy(error, path)}") from None
-
-
-def cause_and_remedy(error: OSError, path: Path | None = None) -> str:
-    """An OSError in words, with what fixes it: each cause its own remedy, never a remedy that cannot help."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "no space left on the disk: free some space, or pass a --run-dir on another disk"
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "permission denied: change its permissions, or pass a --run-dir you can write to"
-    if error.errno == errno.EISDIR:
-        return f"a directory is in the way: remove or rename the directory {path or error.filename}"
-    if error.errno == errno.ENOTDIR:
-        return f"a file is in the way where a directory should be ({error.filename}): remove or rename it"
-    if error.errno == errno.ENOENT:
-        return "its directory does not exist (was it deleted?): create it, or pass another --run-dir"
-    return f"{error.strerror or error}: check the disk and the path"
+        raise RunError(f"cannot write {path}: {cause_and_remedy(error, RUN_DIR_FLAG)}") from None
 
 
 def silence_closed_output() -> None:

@@ -290,7 +290,8 @@ def divergence(epoch: int, args: argparse.Namespace, best_epoch: int) -> str:
     kept = f"the weights of epoch {best_epoch} stay saved" if best_epoch else "nothing was saved"
     return (f"epoch {epoch}: the loss is not a finite number, so training diverged ({kept}): "
             f"a learning rate or a noise far too large does this: lower --lr (this run {args.lr:g}, "
-            f"the recipe {published.lr:g}) or --noise-std (this run {args.noise_std:g}, the recipe {published.noise_std:g})")
+            f"the recipe {published.lr:g}) or --noise-std (this run {args.noise_std:g}, "
+            f"the recipe {published.noise_std:g})")
 
 
 def kept_so_far(run_dir: Path, nothing_saved_yet: bool) -> str:
@@ -315,7 +316,8 @@ def epoch_line(epoch: int, args, train_terms: dict, val_loss: float, saved: bool
     else:
         patience_note = "no progress"
     other_terms = ", ".join(f"{name} {value:.4f}" for name, value in train_terms.items() if name != "loss")
-    return (f"epoch {epoch:3d}/{args.epochs}  train {train_terms['loss']:.4f}{f' ({other_terms})' if other_terms else ''}"
+    other_terms = f" ({other_terms})" if other_terms else ""  # a fork's terms, a VAE's KL say
+    return (f"epoch {epoch:3d}/{args.epochs}  train {train_terms['loss']:.4f}{other_terms}"
             f"  val {val_loss:.4f}"
             f"  {'new best, saved' if saved else '':15}"
             f"  patience {early_stopping.epochs_without_improvement:2d}/{args.patience} ({patience_note})"

@@ -120,7 +120,8 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor):
                 axis.set_ylabel(f"z{row}")
             elif column != row:
                 axis.set_yticklabels([])
-    figure.legend(handles=class_markers(), loc="upper right", fontsize=10, frameon=False, title="class", title_fontsize=10)
+    figure.legend(handles=class_markers(), loc="upper right", fontsize=10, frameon=False, title="class",
+                  title_fontsize=10)
     figure.tight_layout(rect=(0, 0, size / (size + legend_inches), 1))
     return figure
 
@@ -159,7 +160,8 @@ def plot_latent_traversals(model: torch.nn.Module, codes: torch.Tensor):
 
 
 def plot_noise_levels(levels: list, errors: dict, training_std: float):
-    """Test MAE against test noise std, one line per method, the model's first and thickest; the training noise marked."""
+    """Test MAE against test noise std, one line per method (the model's first, and thickest); the training
+    noise marked."""
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for index, (name, maes) in enumerate(errors.items()):
         axis.plot(levels, maes, marker="o", markersize=3, label=name, linewidth=2.5 if index == 0 else 1.2)

@@ -101,7 +101,8 @@ def test_a_missing_run_says_to_train_first_in_one_line(tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # sys.exit with a message: printed to stderr, exit status 1
         evaluate.main(["--run-dir", str(tmp_path / "nothing")])
     checkpoint = tmp_path / "nothing" / "checkpoint.pt"
-    assert exit_info.value.code == f"error: no checkpoint at {checkpoint}: run `python train.py` first, or pass --run-dir"
+    assert exit_info.value.code == (f"error: no checkpoint at {checkpoint}: run `python train.py` first, "
+                                    f"or pass --run-dir")
 
 
 def test_a_negative_noise_std_is_refused(capsys):

@@ -108,7 +108,8 @@ def test_weights_saved_before_a_divergence_stay_and_the_checkpoint_says_it_diver
     assert len(checkpoint["history"]["val_loss"]) == 3  # the epoch that blew up is in the history too
     assert evaluate.evaluate(tmp_path / "run", tiny_data_dir, None)["run"]["state"] == "diverged at epoch 3"
     published_recipe = {**checkpoint, "recipe_changes": {}}
-    assert "stopped (diverged at epoch 3) after 3 epochs" in evaluate.why_published_does_not_apply(published_recipe, 0.2)
+    why_not = evaluate.why_published_does_not_apply(published_recipe, 0.2)
+    assert "stopped (diverged at epoch 3) after 3 epochs" in why_not
 
 
 # ---- A full disk ----
@@ -152,7 +153,8 @@ def test_a_save_that_fails_later_keeps_the_last_good_checkpoint(tiny_data_dir, t
     fail_writes_after(2, monkeypatch)  # epochs 1 and 2 save (the tiny run improves every early epoch), 3 cannot
     with pytest.raises(SystemExit) as exit_info:
         train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "5"))
-    assert exit_info.value.code.startswith(f"error: epoch 3: cannot write {tmp_path / 'run' / CHECKPOINT_FILE}: no space")
+    checkpoint_path = tmp_path / "run" / CHECKPOINT_FILE
+    assert exit_info.value.code.startswith(f"error: epoch 3: cannot write {checkpoint_path}: no space")
     monkeypatch.undo()
     _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
     assert checkpoint["best_epoch"] == 2 and len(checkpoint["history"]["val_loss"]) == 2
@@ -178,8 +180,8 @@ def test_unpacking_the_data_onto_a_full_disk_names_the_remedy_that_helps(tmp_pat
     fail_writes_after(0, monkeypatch)
     with pytest.raises(DataError) as error:
         load_fashion_mnist(tmp_path / "data", train=True, system_copy=system_copy)
-    assert str(error.value).endswith("no space left on the disk: free some space, or pass a --data-dir on a disk "
-                                     "with room")
+    assert str(error.value).endswith("no space left on the disk: free some space, or pass a --data-dir on another "
+                                     "disk")
     assert "reinstall" not in str(error.value)
     assert not list((tmp_path / "data" / "FashionMNIST" / "raw").iterdir())  # no half file, no temporary file
 
@@ -191,7 +193,8 @@ def killed_copy(finished_run, runs_dir, name):
     model, checkpoint = load_checkpoint(finished_run / CHECKPOINT_FILE)
     run_info = {key: value for key, value in checkpoint.items() if key not in ("format", "model_args", "model_state")}
     (runs_dir / name).mkdir(parents=True)
-    save_checkpoint(runs_dir / name / CHECKPOINT_FILE, model, model.state_dict(), **{**run_info, "stop_reason": "running"})
+    run_info["stop_reason"] = "running"
+    save_checkpoint(runs_dir / name / CHECKPOINT_FILE, model, model.state_dict(), **run_info)
     return runs_dir / name
 
 
@@ -234,10 +237,11 @@ def test_a_directory_in_the_way_of_a_file_is_named(finished_run, tiny_run):
     (errno.EISDIR, "a directory is in the way: remove or rename the directory"),
     (errno.ENOTDIR, "a file is in the way where a directory should be"),
     (errno.ENOENT, "its directory does not exist (was it deleted?)"),
-    (errno.EIO, "Input/output error: check the disk"),
+    (errno.EIO, "Input/output error: check the disk, or pass another --run-dir"),
 ])
 def test_each_cause_of_a_failed_write_gets_its_own_remedy(error_number, remedy, tmp_path):
-    assert runs.cause_and_remedy(OSError(error_number, os.strerror(error_number), str(tmp_path))).startswith(remedy)
+    error = OSError(error_number, os.strerror(error_number), str(tmp_path))
+    assert data.cause_and_remedy(error, "--run-dir").startswith(remedy)
 
 
 def test_output_cut_short_by_a_closed_pipe_ends_quietly(finished_run, tiny_run):
