@@ -141,10 +141,12 @@ def download(data_dir, raw_dir: Path) -> None:
     except (RuntimeError, OSError) as error:
         # torchvision reports every mirror it tried, one failure each; the last one says why.
         reason = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
+        # Debian's package holds Fashion-MNIST alone: another dataset's remedy never names it.
+        package = ("install it with `apt-get install dataset-fashion-mnist`, or "
+                   if DATASET.__name__ in SYSTEM_COPIES else "")
         raise DataError(
-            f"{DATASET.__name__} is not in {raw_dir} and could not be downloaded ({reason[0].strip()}): "
-            f"install it with `apt-get install dataset-fashion-mnist`, or put the four files "
-            f"({', '.join(name + '.gz' for name in IDX_FILES)}, packed or not) in {data_dir}"
+            f"{DATASET.__name__} is not in {raw_dir} and could not be downloaded ({reason[0].strip()}): {package}"
+            f"put the four files ({', '.join(name + '.gz' for name in IDX_FILES)}, packed or not) in {data_dir}"
         ) from None
 
 
