@@ -179,12 +179,13 @@ def train_into(run_dir: Path, args: argparse.Namespace) -> TrainedRun:
 
     config = {name: str(value) if isinstance(value, torch.device) else value for name, value in vars(args).items()}
     config["run_dir"] = str(run_dir)
+    changes = recipe_changes(args)  # what evaluate.py reads to decide if the published figure compares
     history = {"train_loss": [], "val_loss": [], "epoch_seconds": []}
     best_epoch, best_val_loss, best_state = 0, math.inf, None
 
     def save(stop_reason: str) -> None:
         save_checkpoint(
-            run_dir / CHECKPOINT_FILE, model, best_state, config=config, recipe_changes=recipe_changes(args),
+            run_dir / CHECKPOINT_FILE, model, best_state, config=config, recipe_changes=changes,
             history=history, best_epoch=best_epoch, best_val_loss=best_val_loss, stop_reason=stop_reason,
             device=str(device), torch_version=str(torch.__version__), objective=OBJECTIVE,
         )
