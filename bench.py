@@ -14,24 +14,20 @@ Each row gives the median of its timed epochs with the fastest and slowest besid
 slowest is far above its fastest gets a warning, since the machine was busy and its median is unreliable.
 """
 
-import argparse
 import statistics
-import sys
 import time
 
 import torch
 import torchvision
 from torch.utils.data import DataLoader, Subset
 
+import cli
 from dae import DenoisingAutoencoder
-from data import DATA_DIR, DataError, load_fashion_mnist, noisy_test_set
-from runs import quiet_exits
-from train import (
-    make_optimizer, parse_args, pick_device, positive_int, train_one_epoch, training_loss, validation_loss,
-)
+from data import DATA_DIR, load_fashion_mnist, noisy_test_set
+from train import RECIPE, make_optimizer, train_one_epoch, training_loss, validation_loss
 
-RECIPE = parse_args([])  # train.py's defaults: the recipe's batch size, noise, learning rate and epochs
-TRAIN_IMAGES = 60_000 - RECIPE.val_size  # what train.py trains on once the validation images are held out
+TRAIN_IMAGES = 60_000 - RECIPE["val_size"]  # what train.py trains on, the validation images held out
+BATCH_SIZE, NOISE_STD, LR = RECIPE["batch_size"], RECIPE["noise_std"], RECIPE["lr"]
 UNSTEADY = 1.5  # a row whose slowest repeat takes this many times its fastest was measured on a busy machine
 MATMUL_SIZE = 4096  # the arithmetic row times (MATMUL_SIZE x MATMUL_SIZE) @ (MATMUL_SIZE x MATMUL_SIZE) products
 
@@ -77,14 +73,14 @@ def fresh_training_state(device):
     """
     torch.manual_seed(0)
     model = DenoisingAutoencoder().to(device)
-    return model, make_optimizer(model, RECIPE.lr), torch.Generator(device).manual_seed(0)
+    return model, make_optimizer(model, LR), torch.Generator(device).manual_seed(0)
 
 
 def time_this_project(images, device, epochs) -> float:
     model, optimizer, generator = fresh_training_state(device)
 
     def epoch():
-        train_one_epoch(model, optimizer, images, RECIPE.batch_size, RECIPE.noise_std, generator=generator)
+        train_one_epoch(model, optimizer, images, BATCH_SIZE, NOISE_STD, generator=generator)
 
     return time_repeats(epoch, device, epochs)
 
@@ -94,9 +90,9 @@ def time_bare_loop(images, device, epochs) -> float:
 
     def epoch():
         order = torch.randperm(len(images), device=device, generator=generator)
-        for start in range(0, len(images), RECIPE.batch_size):
-            clean = images[order[start : start + RECIPE.batch_size]]
-            noisy = clean + RECIPE.noise_std * torch.randn(clean.shape, device=device, generator=generator)
+        for start in range(0, len(images), BATCH_SIZE):
+            clean = images[order[start : start + BATCH_SIZE]]
+            noisy = clean + NOISE_STD * torch.randn(clean.shape, device=device, generator=generator)
             loss = training_loss(model, noisy, clean)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -108,15 +104,15 @@ def time_bare_loop(images, device, epochs) -> float:
 def time_dataloader_tutorial(data_dir, image_count, device, epochs) -> float:
     """The style most tutorials teach: PIL images turned into tensors one at a time, every epoch."""
     dataset = torchvision.datasets.FashionMNIST(data_dir, train=True, transform=torchvision.transforms.ToTensor())
-    loader = DataLoader(Subset(dataset, range(image_count)), batch_size=RECIPE.batch_size, shuffle=True)
+    loader = DataLoader(Subset(dataset, range(image_count)), batch_size=BATCH_SIZE, shuffle=True)
     torch.manual_seed(0)
     model = DenoisingAutoencoder().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=RECIPE.lr)  # as tutorials write it
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)  # as tutorials write it
 
     def epoch():
         for clean, _ in loader:
             clean = clean.to(device)
-            noisy = clean + RECIPE.noise_std * torch.randn_like(clean)
+            noisy = clean + NOISE_STD * torch.randn_like(clean)
             loss = training_loss(model, noisy, clean)["loss"]
             optimizer.zero_grad()
             loss.backward()
@@ -134,11 +130,11 @@ def time_cuda_graph(images, device, epochs) -> float:
     torch.manual_seed(0)
     model = DenoisingAutoencoder().to(device)
     # capturable=True keeps Adam's step count on the GPU, so the step can be recorded in the graph.
-    optimizer = torch.optim.Adam(model.parameters(), lr=RECIPE.lr, capturable=True)
-    static_clean = images[:RECIPE.batch_size].clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, capturable=True)
+    static_clean = images[:BATCH_SIZE].clone()
 
     def step():
-        noisy = static_clean + RECIPE.noise_std * torch.randn_like(static_clean)
+        noisy = static_clean + NOISE_STD * torch.randn_like(static_clean)
         training_loss(model, noisy, static_clean)["loss"].backward()
         optimizer.step()
 
@@ -154,12 +150,12 @@ def time_cuda_graph(images, device, epochs) -> float:
     with torch.cuda.graph(graph):
         step()  # backward inside the graph writes fresh gradients on every replay
 
-    full_batches = len(images) // RECIPE.batch_size
+    full_batches = len(images) // BATCH_SIZE
 
     def epoch():
         order = torch.randperm(len(images), device=device)
         for batch in range(full_batches):
-            static_clean.copy_(images[order[batch * RECIPE.batch_size : (batch + 1) * RECIPE.batch_size]])
+            static_clean.copy_(images[order[batch * BATCH_SIZE : (batch + 1) * BATCH_SIZE]])
             graph.replay()
 
     return time_repeats(epoch, device, epochs)
@@ -180,28 +176,24 @@ def time_arithmetic_alone(image_count: int, device: torch.device) -> tuple[Timin
     return matmul.scaled(flops_per_epoch(image_count) / (2 * size**3)), 2 * size**3 / matmul.median
 
 
+@cli.script
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Time one training epoch of this project beside a bare loop and the DataLoader style.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        allow_abbrev=False,
-    )
-    parser.add_argument("--device", type=pick_device, default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--epochs", type=positive_int, default=10, help="timed epochs per row, after one warm-up")
+    parser = cli.ArgumentParser(
+        "Time one training epoch of this project beside a bare loop and the DataLoader style.")
+    parser.add_argument("--device", type=cli.device, default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--epochs", type=cli.positive_int, default=10,
+                        help="timed epochs per row, after one warm-up")
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
     args = parser.parse_args(argv)
     device = args.device
 
-    try:
-        images, _ = load_fashion_mnist(args.data_dir, train=True)
-        test_clean, test_noisy, _ = noisy_test_set(args.data_dir, RECIPE.noise_std)
-    except DataError as error:
-        sys.exit(f"error: {error}")
+    images, _ = load_fashion_mnist(args.data_dir, train=True)
+    test_clean, test_noisy, _ = noisy_test_set(args.data_dir, NOISE_STD)
     images = images[:TRAIN_IMAGES].to(device)  # (50000, 1, 28, 28), resident on the device
     device = images.device  # the very device the data sits on (cuda:0, not cuda), for every generator made for it
     test_clean, test_noisy = test_clean.to(device), test_noisy.to(device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
-          f"{len(images):,} images, batch {RECIPE.batch_size}; median of {args.epochs} epochs after 1 warm-up")
+          f"{len(images):,} images, batch {BATCH_SIZE}; median of {args.epochs} epochs after 1 warm-up")
 
     ours = time_this_project(images, device, args.epochs)
     rows = {
@@ -229,13 +221,12 @@ def main(argv=None) -> None:
     model = DenoisingAutoencoder().to(device)
     validation = time_repeats(lambda: validation_loss(model, test_noisy, test_clean), device, repeats=5)
     print(f"\nevaluation: {len(test_noisy) / validation.median:,.0f} test images per second")
-    print(f"projected full run, {RECIPE.epochs} epochs with a validation pass each: "
-          f"{RECIPE.epochs * (ours.median + validation.median):.1f}s")
+    print(f"projected full run, {RECIPE['epochs']} epochs with a validation pass each: "
+          f"{RECIPE['epochs'] * (ours.median + validation.median):.1f}s")
     dataloader, bare = rows["DataLoader + ToTensor (tutorial style)"], rows["bare in-memory loop (the floor)"]
     print(f"DataLoader style / this project: {dataloader.median / ours.median:.1f}x; "
           f"this project / bare loop: {ours.median / bare.median:.2f}x")
 
 
 if __name__ == "__main__":
-    with quiet_exits():
-        main()
+    main()

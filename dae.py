@@ -5,7 +5,8 @@ Denoising Autoencoders") learns to map a corrupted image back to the clean one t
 bottleneck, so the bottleneck (here 8 numbers per image) has to keep what matters about the image
 and drop the noise.
 
-The layers follow the published recipe exactly:
+The layers are those of the recipe this project was given (README, "Sources": the brief calls it
+published but names no publication, so none is cited for it):
 
     encoder: Flatten, 784 -> 128, LeakyReLU, 128 -> 64, LeakyReLU, 64 -> latent_dim
     decoder: latent_dim -> 64, LeakyReLU, 64 -> 128, LeakyReLU, 128 -> 784, Sigmoid
@@ -13,8 +14,8 @@ The layers follow the published recipe exactly:
 A checkpoint is self-describing (as in nanoGPT): it stores the model's constructor arguments beside
 its weights, so `model_from_checkpoint` rebuilds the model without being told its shape.
 
-This file holds no data, no training and no files; runs.py writes checkpoints to disk and reads them
-back. evaluate.py and visualize.py use the model only through `encode` (an image's code) and `decode`
+This file holds no data, no training and no files (runs.py writes checkpoints and reads them).
+evaluate.py and visualize.py use the model only through `encode` (an image's code) and `decode`
 (an image from a code), so a fork that changes what `forward` returns (a VAE's mean and variance)
 keeps them working. It imports only torch: copy it alone into a notebook to get the model.
 """
@@ -38,7 +39,7 @@ class Encoder(nn.Module):
             nn.LeakyReLU(),
             nn.Linear(128, 64),
             nn.LeakyReLU(),
-            nn.Linear(64, latent_dim),  # (N, 64) -> (N, latent_dim); no activation: codes may be any real number
+            nn.Linear(64, latent_dim),  # (N, 64) -> (N, latent_dim); no activation: any real code
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +63,7 @@ class Decoder(nn.Module):
 
 
 class DenoisingAutoencoder(nn.Module):
-    """Noisy image (N, 1, 28, 28) -> code (N, latent_dim) -> clean image (N, 1, 28, 28) in [0, 1]."""
+    """Noisy image (N, 1, 28, 28) -> code (N, latent_dim) -> clean image (N, 1, 28, 28)."""
 
     name, short_name = "denoising autoencoder", "DAE"  # how reports and figures call this model
 
@@ -73,7 +74,7 @@ class DenoisingAutoencoder(nn.Module):
         self.decoder = Decoder(latent_dim)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The code of each image (N, 1, 28, 28) -> (N, latent_dim): what the figures and the kNN measure."""
+        """The code of each image, (N, 1, 28, 28) -> (N, latent_dim): what figures measure."""
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -90,7 +91,7 @@ class CheckpointError(Exception):
 
 
 def checkpoint_contents(model: DenoisingAutoencoder, state_dict: dict, **run_info) -> dict:
-    """What a checkpoint holds: the format tag, the constructor arguments, the weights, and whatever the run adds.
+    """What a checkpoint holds: the format tag, the constructor arguments, the weights, and the run.
 
     train.py adds its configuration, the per-epoch history and the best epoch as `run_info`; runs.py
     writes the dict to disk and reads it back.
@@ -104,19 +105,19 @@ def checkpoint_contents(model: DenoisingAutoencoder, state_dict: dict, **run_inf
 
 
 def model_from_checkpoint(checkpoint, source) -> DenoisingAutoencoder:
-    """Rebuild the model a checkpoint dict describes, in eval mode; `source` (its file) names it in errors."""
+    """Rebuild the model a checkpoint dict describes, in eval mode; `source` names it in errors."""
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("format"), str):
-        raise CheckpointError(f"{source} is not a checkpoint of this project: train one with `python train.py`")
+        raise CheckpointError(
+            f"{source} is not a checkpoint of this project: train one with `python train.py`")
     if checkpoint["format"] != CHECKPOINT_FORMAT:  # another model of this family, a fork's VAE say
         raise CheckpointError(
-            f"{source} holds a '{checkpoint['format']}' model, and this code reads '{CHECKPOINT_FORMAT}': "
-            f"train one with this code's `python train.py`"
+            f"{source} holds a '{checkpoint['format']}' model, and this code reads "
+            f"'{CHECKPOINT_FORMAT}': train one with this code's `python train.py`"
         )
     try:
         model = DenoisingAutoencoder(**checkpoint["model_args"])
         model.load_state_dict(checkpoint["model_state"])
-    except (KeyError, TypeError, RuntimeError):  # a description or weights missing, or weights of another shape
-        raise CheckpointError(
-            f"{source} has a model description or weights that do not fit together: train again with `python train.py`"
-        ) from None
+    except (KeyError, TypeError, RuntimeError):  # missing, or weights of another shape
+        raise CheckpointError(f"{source} has a model description and weights that do not fit "
+                              f"together: train again with `python train.py`") from None
     return model.eval()

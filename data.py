@@ -20,6 +20,7 @@ the folder follows DATASET, and Debian's copy of Fashion-MNIST is never taken fo
 import errno
 import gzip
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -37,6 +38,8 @@ SYSTEM_COPIES = {"FashionMNIST": Path("/usr/share/datasets/fashion-mnist")}
 # Every evaluation corrupts the test images with noise from this seed, so two checkpoints are
 # always measured on the very same noisy images.
 TEST_NOISE_SEED = 0
+# The fewest training images a split may leave: evaluate.py's neighbours and PCA need several.
+MIN_TRAINING_IMAGES = 10
 IDX_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
@@ -69,6 +72,7 @@ def load_fashion_mnist(data_dir, train: bool, system_copy=None) -> tuple[torch.T
         raise DataError(f"{damaged} is damaged (truncated or corrupted): delete it and run again "
                         f"to unpack or download a fresh copy") from None
     images, labels = dataset.data, dataset.targets  # (N, 28, 28) uint8, (N,) int64
+    check_idx_pair(images, labels, raw_dir, train)
     return images.unsqueeze(1).float() / 255, labels  # -> (N, 1, 28, 28) float in [0, 1]
 
 
@@ -76,9 +80,10 @@ def split_train_validation(
     images: torch.Tensor, labels: torch.Tensor, validation_size: int, *, generator: torch.Generator | None = None
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Shuffle with `generator` and cut off `validation_size` images: ((train x, y), (validation x, y))."""
-    if not 0 < validation_size < len(images):
-        raise DataError(f"a validation set of {validation_size:,} images does not fit in {len(images):,}: "
-                        f"choose a --val-size between 1 and {len(images) - 1:,}")
+    if not 0 < validation_size <= len(images) - MIN_TRAINING_IMAGES:
+        raise DataError(f"a validation set of {validation_size:,} images leaves too few of the "
+                        f"{len(images):,} for training: choose a --val-size between 1 and "
+                        f"{len(images) - MIN_TRAINING_IMAGES:,}")
     order = torch.randperm(len(images), generator=generator)
     validation, train = order[:validation_size], order[validation_size:]
     return (images[train], labels[train]), (images[validation], labels[validation])
@@ -191,13 +196,18 @@ def read_unpacked(source: Path) -> bytes:
 def write_atomically(destination: Path, content: bytes) -> None:
     """Write `content` so that `destination` is either the old file or the whole new one, never half of either.
 
-    The bytes go to a temporary file beside it (a name of this process's own; open() gives it the
-    usual permissions, umask), reach the disk (fsync), and are renamed over it: os.replace is atomic.
-    runs.py writes checkpoints, reports and figures this way too.
+    The bytes go to a new temporary file beside it, reach the disk (fsync), and are renamed over
+    it: os.replace is atomic, and replaces a link at `destination` rather than writing through it.
+    mkstemp creates the temporary file exclusively, under a random name, never through a link
+    planted in its place. runs.py writes checkpoints, reports and figures this way too.
     """
-    temporary_path = destination.with_name(f"{destination.name}.{os.getpid()}.tmp")
+    descriptor, temporary_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.",
+                                                  suffix=".tmp")
+    temporary_path = Path(temporary_name)
     try:
-        with open(temporary_path, "wb") as file:
+        with open(descriptor, "wb") as file:
+            if hasattr(os, "fchmod"):  # mkstemp gives 0600; a file of the usual permissions, as open() makes
+                os.fchmod(file.fileno(), 0o666 & ~current_umask())
             file.write(content)
             file.flush()
             os.fsync(file.fileno())
@@ -208,6 +218,26 @@ def write_atomically(destination: Path, content: bytes) -> None:
         except OSError:
             pass  # its directory is gone or unwritable: there is nothing to clean up, and the error says why
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the mask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def check_idx_pair(images: torch.Tensor, labels: torch.Tensor, raw_dir: Path, train: bool) -> None:
+    """Refuse IDX files that each read well but do not belong together, naming the file."""
+    prefix = "train" if train else "t10k"
+    image_file, label_file = raw_dir / f"{prefix}-images-idx3-ubyte", raw_dir / f"{prefix}-labels-idx1-ubyte"
+    remedy = "replace it with the original file, or delete it and run again to fetch it"
+    if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise DataError(f"{image_file} holds images of shape {tuple(images.shape[1:])}, not 28 x 28: {remedy}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{label_file} holds {labels.numel():,} labels for the {len(images):,} images of "
+                        f"{image_file.name}: {remedy}")
+    if len(labels) and not 0 <= labels.min() <= labels.max() < len(CLASS_NAMES):
+        raise DataError(f"{label_file} holds labels outside 0-{len(CLASS_NAMES) - 1}: {remedy}")
 
 
 def cause_and_remedy(error: OSError, flag: str) -> str:

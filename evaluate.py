@@ -17,131 +17,139 @@ to metrics-noise<std>.json beside it. Runs on the CPU, so every machine gives th
 the same checkpoint.
 """
 
-import argparse
 import json
-import sys
+import math
 from pathlib import Path
 
 import torch
 
+import cli
 from baselines import (
-    BLUR, CLIPPED, NOISE_LEVELS, NOISY, PrincipalComponents, choose_blur_sigma, components_to_match, denoisers,
-    errors_at_noise_levels, mean_absolute_error, peak_signal_to_noise_ratio,
+    BLUR,
+    CLIPPED,
+    NOISE_LEVELS,
+    NOISY,
+    PrincipalComponents,
+    choose_blur_sigma,
+    components_to_match,
+    denoisers,
+    errors_at_noise_levels,
+    mean_absolute_error,
+    peak_signal_to_noise_ratio,
 )
-from dae import CheckpointError
 from data import (
-    CLASS_NAMES, DATA_DIR, TEST_NOISE_SEED, DataError, add_noise, load_training_split, noisy_test_set,
+    CLASS_NAMES,
+    DATA_DIR,
+    TEST_NOISE_SEED,
+    add_noise,
+    load_training_split,
+    noisy_test_set,
     standard_test_noise,
 )
-from runs import (
-    CHECKPOINT_FILE, RunError, load_checkpoint, newest_run, passed_over, quiet_exits, run_state, write_file,
-)
+from runs import CHECKPOINT_FILE, describes, load_checkpoint, run_state, run_to_use, write_reports
 
 PUBLISHED_TEST_MAE = 0.06857  # one run of the published recipe, test noise std 0.2
-PUBLISHED_MODEL = "fashion-mnist-dae/1"  # the checkpoint format of the model that figure is for, this DAE
+PUBLISHED_MODEL = "fashion-mnist-dae/1"  # the checkpoint format of the model it is for, this DAE
 NEIGHBOURS = 5  # k of the k-nearest-neighbour classifier on the codes
 
 
-def mae_per_class(prediction: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Class name -> mean absolute error over its images, hardest first; classes with no images are left out."""
+def mae_per_class(prediction: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Class name -> mean absolute error over its images, hardest first; absent classes left out."""
     error_per_image = (prediction - target).abs().flatten(1).mean(dim=1)  # (N, 1, 28, 28) -> (N,)
-    per_class = {
-        CLASS_NAMES[index]: error_per_image[labels == index].mean().item() for index in labels.unique().tolist()
-    }
+    per_class = {CLASS_NAMES[index]: error_per_image[labels == index].mean().item()
+                 for index in labels.unique().tolist()}
     return dict(sorted(per_class.items(), key=lambda item: item[1], reverse=True))
 
 
-def knn_accuracy(
-    train_codes: torch.Tensor, train_labels: torch.Tensor, test_codes: torch.Tensor, test_labels: torch.Tensor, k: int
-) -> float:
+def knn_accuracy(train_codes: torch.Tensor, train_labels: torch.Tensor, test_codes: torch.Tensor,
+                 test_labels: torch.Tensor, k: int) -> float:
     """Share of test codes whose k nearest training codes (Euclidean) vote for the right class."""
     predictions = []
-    for chunk in test_codes.split(1000):  # (1000, 50000) distances at a time, not (10000, 50000) at once
+    for chunk in test_codes.split(1000):  # (1000, 50000) distances at a time, not (10000, 50000)
         nearest = torch.cdist(chunk, train_codes).topk(k, largest=False).indices  # (1000, k)
-        predictions.append(train_labels[nearest].mode(dim=1).values)  # ties go to the lowest class index
+        predictions.append(train_labels[nearest].mode(dim=1).values)  # ties: the lowest class
     return (torch.cat(predictions) == test_labels).float().mean().item()
 
 
-def why_published_does_not_apply(checkpoint: dict, noise_std: float) -> str | None:
-    """None when this run and test are the published recipe's, so 0.06857 is a fair comparison; else why not."""
+def why_published_does_not_apply(checkpoint: dict, noise_std: float, state: str) -> str | None:
+    """None when this run and test are the published recipe's, so 0.06857 compares; else why not."""
     if "recipe_changes" not in checkpoint:
         return "this checkpoint does not record whether it followed the recipe"
     changes = checkpoint["recipe_changes"]
     if changes:
         return "the run changed the recipe: " + ", ".join(
-            f"--{name.replace('_', '-')} {value}" for name, value in changes.items()
-        )
-    if not checkpoint["stop_reason"].startswith(("reached --epochs", "early stopping")):  # stopped by no recipe rule
-        epochs = len(checkpoint["history"]["val_loss"])
-        return f"training was stopped ({run_state(checkpoint)}) after {epochs} epochs"
-    if checkpoint["format"] != PUBLISHED_MODEL:  # a fork's model, a VAE say
+            f"--{name.replace('_', '-')} {value}" for name, value in changes.items())
+    if not checkpoint["stop_reason"].startswith(("reached --epochs", "early stopping")):
+        epochs = len(checkpoint["history"]["val_loss"])  # stopped by no rule of the recipe
+        return f"training was stopped ({state}) after {epochs} epochs"
+    if checkpoint["format"] != PUBLISHED_MODEL:  # a fork's model, such as a VAE
         return f"it is for the published DAE, and this is a '{checkpoint['format']}' model"
     if noise_std != checkpoint["config"]["noise_std"]:
-        return f"it was measured at test noise std {noise_std}, not the recipe's {checkpoint['config']['noise_std']}"
+        return (f"it was measured at test noise std {noise_std}, not the recipe's "
+                f"{checkpoint['config']['noise_std']}")
     return None
+
+
+def scores(prediction: torch.Tensor, clean: torch.Tensor) -> dict:
+    return {"mae": mean_absolute_error(prediction, clean),
+            "psnr_db": peak_signal_to_noise_ratio(prediction, clean)}
 
 
 @torch.no_grad()
 def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
-    """Every number of the report for the run in `run_dir`, at test noise `noise_std` (None: the run's own)."""
+    """Every number of the report for the run in `run_dir`, at test noise `noise_std` (None: the
+    run's own). Every method is fitted once, at the noise the run trained with, as the model was:
+    a test at other noise measures each as it is, not refitted."""
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     config = checkpoint["config"]
     training_noise_std = config["noise_std"]
     noise_std = training_noise_std if noise_std is None else noise_std
 
     clean, noisy, labels = noisy_test_set(data_dir, noise_std)  # (10000, 1, 28, 28) each
-    # The run's own split, validation images and training images, to fit the baselines without the test set.
-    # Everything is fitted once, at the noise the run trained with, as the model was: a test at other
-    # noise measures every method as it is, not refitted.
+    # The run's own split: its validation images choose the blur, its training images fit PCA.
     generator = torch.Generator().manual_seed(config["seed"])
     (train_images, train_labels), (val_clean, val_noisy) = load_training_split(
-        data_dir, config["val_size"], training_noise_std, generator=generator
-    )
-    blur_sigma = choose_blur_sigma(val_noisy, val_clean)
+        data_dir, config["val_size"], training_noise_std, generator=generator)
     all_components = PrincipalComponents.fit(train_images)
     pca = all_components.first(model.latent_dim)  # a linear code as large as the model's
+    blur_sigma = choose_blur_sigma(val_noisy, val_clean)
     methods = denoisers(model, pca, blur_sigma)
     denoised = methods[model.name](noisy)  # (10000, 1, 28, 28)
-
-    def score(prediction):
-        return {"mae": mean_absolute_error(prediction, clean), "psnr_db": peak_signal_to_noise_ratio(prediction, clean)}
-
-    # Codes of noisy images, as the model is used; the training images get noise from the seeded generator too.
-    train_noisy = add_noise(train_images, training_noise_std, generator=generator)
     test_mae = mean_absolute_error(denoised, clean)
-    levels = sorted({*NOISE_LEVELS, training_noise_std, noise_std})  # always the run's own noise, and this test's
-    history = checkpoint["history"]
+    levels = sorted({*NOISE_LEVELS, training_noise_std, noise_std})  # the run's noise, and this one
+    # Codes of noisy images, as the model is used; the training images' noise is seeded too.
+    train_noisy = add_noise(train_images, training_noise_std, generator=generator)
+    state = run_state(checkpoint, run_dir)
     return {
         "test_mae": test_mae,
         "published_test_mae": PUBLISHED_TEST_MAE,
-        "published_does_not_apply": why_published_does_not_apply(checkpoint, noise_std),
+        "published_does_not_apply": why_published_does_not_apply(checkpoint, noise_std, state),
         "noise_std": noise_std,
         "test_noise_seed": TEST_NOISE_SEED,
         "test_images": len(clean),
         "blur_sigma": blur_sigma,
-        "methods": {name: score(denoise(noisy)) for name, denoise in methods.items()},
-        "pca": {
-            "components": pca.size,
-            "fitted_on": len(train_images),
-            "components_to_match_the_dae": components_to_match(all_components, noisy, clean, test_mae),
-        },
-        "noise_levels": {
-            "noise_std": levels, "mae": errors_at_noise_levels(methods, clean, standard_test_noise(clean.shape), levels)
-        },
+        "methods": {name: scores(denoise(noisy), clean) for name, denoise in methods.items()},
+        "pca": {"components": pca.size, "fitted_on": len(train_images),
+                "components_to_match_the_dae": components_to_match(all_components, noisy, clean,
+                                                                   test_mae)},
+        "noise_levels": {"noise_std": levels, "mae": errors_at_noise_levels(
+            methods, clean, standard_test_noise(clean.shape), levels)},
         "mae_per_class": mae_per_class(denoised, clean, labels),
         "knn": {
             "k": NEIGHBOURS,
             "train_codes": len(train_noisy),
-            "accuracy": knn_accuracy(model.encode(train_noisy), train_labels, model.encode(noisy), labels, NEIGHBOURS),
-            "pca_accuracy": knn_accuracy(pca.encode(train_noisy), train_labels, pca.encode(noisy), labels, NEIGHBOURS),
+            "accuracy": knn_accuracy(model.encode(train_noisy), train_labels, model.encode(noisy),
+                                     labels, NEIGHBOURS),
+            "pca_accuracy": knn_accuracy(pca.encode(train_noisy), train_labels, pca.encode(noisy),
+                                         labels, NEIGHBOURS),
         },
         "run": {
             "checkpoint": str(run_dir / CHECKPOINT_FILE),
             "seed": config["seed"],
-            "best_epoch": checkpoint["best_epoch"],
-            "epochs_run": len(history["val_loss"]),
+            **describes(checkpoint),  # best_epoch, checkpoint_stamp: the weights this describes
+            "epochs_run": len(checkpoint["history"]["val_loss"]),
             "stop_reason": checkpoint["stop_reason"],
-            "state": run_state(checkpoint),
+            "state": state,
             "device": checkpoint["device"],
             "model": model.name,
             "model_short_name": model.short_name,
@@ -161,15 +169,19 @@ def print_report(metrics: dict) -> None:
     published = (f"(published: {metrics['published_test_mae']})" if reason is None
                  else f"(the published {metrics['published_test_mae']} does not compare: {reason})")
     print(f"\ntest MAE    {metrics['test_mae']:.5f}   {published}")
-    if metrics["test_mae"] >= metrics["methods"][NOISY]["mae"]:
-        print(f"            worse than the untouched noisy input ({metrics['methods'][NOISY]['mae']:.5f}): "
-              f"this model has not learned to denoise: train it for more steps, with more --epochs or a "
-              f"smaller --batch-size (README, \"A short run\")")
+    untouched = metrics["methods"][NOISY]["mae"]
+    if metrics["noise_std"] == 0:
+        print(f"            at noise std 0 the input is the clean image itself, so nothing beats "
+              f"it: this is what the {run['latent_dim']}-number code loses")
+    elif metrics["test_mae"] >= untouched:
+        print(f"            worse than the untouched noisy input ({untouched:.5f}): this model has "
+              f"not learned to denoise: train it for more steps, with more --epochs or a smaller "
+              f"--batch-size (README, \"A short run\")")
 
     print(f"\n{'method':<52}{'MAE':>9}{'PSNR':>10}")
-    for method, scores in metrics["methods"].items():
+    for method, score in metrics["methods"].items():
         label = f"{method} (sigma {metrics['blur_sigma']})" if method == BLUR else method
-        print(f"{label:<52}{scores['mae']:>9.5f}{scores['psnr_db']:>7.2f} dB")
+        print(f"{label:<52}{score['mae']:>9.5f}{decibels(score['psnr_db']):>7} dB")
     matching = pca["components_to_match_the_dae"]
     print(f"PCA (fitted on the run's {pca['fitted_on']:,} clean training images) needs "
           + (f"{matching} components to match the model's {run['latent_dim']}" if matching
@@ -177,61 +189,70 @@ def print_report(metrics: dict) -> None:
 
     levels = metrics["noise_levels"]
     names = list(levels["mae"])
-    print(f"\nMAE at other test noise levels (every method as fitted at noise std {run['training_noise_std']})")
+    print(f"\nMAE at other test noise levels (every method as fitted at noise std "
+          f"{run['training_noise_std']})")
     print(f"{'noise std':>9}" + "".join(f"{short_name(name, run):>12}" for name in names))
     for index, std in enumerate(levels["noise_std"]):
         mark = " *" if std == run["training_noise_std"] else "  "
-        print(f"{std:>7.2f}{mark}" + "".join(f"{levels['mae'][name][index]:>12.5f}" for name in names))
+        errors = "".join(f"{levels['mae'][name][index]:>12.5f}" for name in names)
+        print(f"{std:>7.2f}{mark}{errors}")
     print("  * the noise the model was trained with")
 
     print("\nMAE per class, hardest first")
     for name, mae in metrics["mae_per_class"].items():
         print(f"  {name:<12}{mae:.5f}")
-    print(f"\nlatent space: {knn['k']}-nearest-neighbour accuracy of the {run['latent_dim']}-D test codes "
-          f"against {knn['train_codes']:,} training codes: {knn['accuracy']:.1%} "
+    print(f"\nlatent space: {knn['k']}-nearest-neighbour accuracy of the {run['latent_dim']}-D "
+          f"test codes against {knn['train_codes']:,} training codes: {knn['accuracy']:.1%} "
           f"(PCA's {pca['components']}-D codes: {knn['pca_accuracy']:.1%}; chance: 10%)")
 
 
 def short_name(method: str, run: dict) -> str:
     """A column heading for the noise-level table."""
-    return {run["model"]: run["model_short_name"], NOISY: "noisy", CLIPPED: "clipped", BLUR: "blur"}.get(
-        method, method.replace("PCA with ", "PCA-").replace(" components", "")
-    )
+    headings = {run["model"]: run["model_short_name"], NOISY: "noisy", CLIPPED: "clipped",
+                BLUR: "blur"}
+    return headings.get(method, method.replace("PCA with ", "PCA-").replace(" components", ""))
 
 
-def metrics_file(run_dir: Path, noise_std: float, training_noise_std: float) -> Path:
-    """metrics.json holds the run's own evaluation; a test at other noise goes beside it, named by its noise."""
-    return run_dir / ("metrics.json" if noise_std == training_noise_std else f"metrics-noise{noise_std:g}.json")
+def metrics_file(noise_std: float, training_noise_std: float) -> str:
+    """metrics.json holds the run's own evaluation; a test at other noise goes beside it."""
+    return "metrics.json" if noise_std == training_noise_std else f"metrics-noise{noise_std:g}.json"
 
 
+def decibels(psnr: float | None) -> str:
+    """A PSNR for the table; None in metrics.json is an exact copy's, an infinite PSNR."""
+    return "inf" if psnr is None else f"{psnr:.2f}"
+
+
+def json_text(metrics: dict) -> str:
+    """metrics as strict JSON: an infinite PSNR (an exact copy) becomes null, as readers expect."""
+    def finite(value):
+        if isinstance(value, dict):
+            return {key: finite(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [finite(item) for item in value]
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return json.dumps(finite(metrics), indent=2, allow_nan=False) + "\n"
+
+
+@cli.script
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Measure a trained run on the Fashion-MNIST test set.",
-                                     allow_abbrev=False)
-    parser.add_argument("--run-dir", default=None, help="the run to evaluate (default: the newest run in runs/)")
-    parser.add_argument("--data-dir", default=str(DATA_DIR),
-                        help="where Fashion-MNIST is, or goes (default: data/ beside this script)")
-    parser.add_argument("--noise-std", type=float, default=None,
+    parser = cli.ArgumentParser("Measure a trained run on the Fashion-MNIST test set.")
+    parser.add_argument("--run-dir", default=None,
+                        help="the run to evaluate (default: the newest in runs/)")
+    parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
+    parser.add_argument("--noise-std", type=cli.noise_std, default=None,
                         help="test noise std (default: the noise the run was trained with)")
     args = parser.parse_args(argv)
-    if args.noise_std is not None and not args.noise_std >= 0:
-        parser.error(f"argument --noise-std: must be at least 0, got {args.noise_std}")
 
-    try:
-        if args.run_dir:
-            run_dir = Path(args.run_dir)
-        else:
-            run_dir, unfinished = newest_run()
-            print(f"evaluating the newest run, {run_dir} (pass --run-dir for another){passed_over(unfinished)}")
-        metrics = evaluate(run_dir, args.data_dir, args.noise_std)
-        # Written before it is printed: `python evaluate.py | head -3` still leaves the whole report on disk.
-        metrics_path = metrics_file(run_dir, metrics["noise_std"], metrics["run"]["training_noise_std"])
-        write_file(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
-    except (CheckpointError, DataError, RunError) as error:
-        sys.exit(f"error: {error}")
-    print_report(metrics)
-    print(f"\nwritten to {metrics_path}")
+    run_dir = run_to_use(args.run_dir, "evaluating")
+    metrics = evaluate(run_dir, args.data_dir, args.noise_std)
+    # Written before it is printed: `python evaluate.py | head -3` still leaves the whole report.
+    name = metrics_file(metrics["noise_std"], metrics["run"]["training_noise_std"])
+    write_reports(run_dir, metrics["run"]["checkpoint_stamp"], {name: json_text(metrics).encode()})
+    print_report(json.loads(json_text(metrics)))  # the report shows what the file holds
+    print(f"\nwritten to {run_dir / name}")
 
 
 if __name__ == "__main__":
-    with quiet_exits():
-        main()
+    main()

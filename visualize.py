@@ -20,10 +20,8 @@ Writes these figures into the run directory and prints the path of each:
 Works without a display (over SSH, in CI): figures are drawn off screen unless --show is given.
 """
 
-import argparse
 import io
 import math
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -31,10 +29,23 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import torch
 
-from baselines import NOISE_LEVELS, PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
-from dae import CheckpointError
-from data import CLASS_NAMES, DATA_DIR, DataError, add_noise, load_training_split, noisy_test_set, standard_test_noise
-from runs import CHECKPOINT_FILE, RunError, load_checkpoint, newest_run, passed_over, quiet_exits, write_file
+import cli
+from baselines import (
+    NOISE_LEVELS,
+    PrincipalComponents,
+    choose_blur_sigma,
+    denoisers,
+    errors_at_noise_levels,
+)
+from data import (
+    CLASS_NAMES,
+    DATA_DIR,
+    add_noise,
+    load_training_split,
+    noisy_test_set,
+    standard_test_noise,
+)
+from runs import CHECKPOINT_FILE, describes, load_checkpoint, run_to_use, write_reports
 
 CLASS_COLOURS = matplotlib.colormaps["tab10"].colors  # 10 distinct qualitative colours, one per class
 TRAVERSAL_STEPS = 9
@@ -45,6 +56,9 @@ INTERPOLATION_PAIRS = (("T-shirt/top", "Trouser"), ("Sneaker", "Ankle boot"), ("
 GRID_STEPS = 16  # latent_grid.png decodes a GRID_STEPS x GRID_STEPS grid of the code plane
 TILE_GAP = 2  # white pixels between the images of samples.png and interpolations.png
 DPI = 90  # with the corner plot's size limit below, keeps every figure under 600 KB
+# The most code dimensions a figure draws one by one: a corner plot of d = 1,000 would have half a
+# million panels. Past this, the corner plot and the traversals show the first ones and say so.
+MAX_DRAWN_DIMENSIONS = 16
 
 
 def plot_reconstructions(rows: dict, labels: torch.Tensor):
@@ -81,7 +95,9 @@ def class_markers() -> list:
 def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor):
     """A corner plot of codes (N, d): the panel for (z_i, z_j), i < j, sits at row j, column i; the
     diagonal holds each dimension's distribution per class; each dimension keeps one range down its
-    column and across its row. d(d-1)/2 scatter panels and d histograms."""
+    column and across its row. d(d-1)/2 scatter panels and d histograms, for d up to 16."""
+    all_dimensions = codes.shape[1]
+    codes = codes[:, :MAX_DRAWN_DIMENSIONS]  # past 16, the first 16: more panels could not be read
     dimensions = codes.shape[1]
     ranges = code_ranges(codes).tolist()
     # d = 2 or 3: larger panels, so the legend fits beside. Past d = 8 the whole plot keeps d = 8's size
@@ -122,6 +138,9 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor):
                 axis.set_yticklabels([])
     figure.legend(handles=class_markers(), loc="upper right", fontsize=10, frameon=False, title="class",
                   title_fontsize=10)
+    if all_dimensions > dimensions:
+        figure.text(0.01, 0.995, f"the first {dimensions} of the {all_dimensions} code dimensions",
+                    va="top", fontsize=10)
     figure.tight_layout(rect=(0, 0, size / (size + legend_inches), 1))
     return figure
 
@@ -133,15 +152,16 @@ def plot_latent_traversals(model: torch.nn.Module, codes: torch.Tensor):
     The typical code is a real image's: the test code nearest the per-dimension median. (The median
     itself need not be the code of any garment, and decodes to a blur.)
     """
-    dimensions = codes.shape[1]
+    all_dimensions = codes.shape[1]
+    dimensions = min(all_dimensions, MAX_DRAWN_DIMENSIONS)  # the rows drawn: past 16, the first 16
     median = codes.median(dim=0).values  # (d,)
     typical = codes[(codes - median).norm(dim=1).argmin()]  # (d,)
     steps = torch.linspace(0.02, 0.98, TRAVERSAL_STEPS)
     values = torch.quantile(codes, steps, dim=0).T  # (d, steps): where each dimension's codes lie
-    moved = typical.repeat(dimensions, TRAVERSAL_STEPS, 1)  # (d, steps, d)
+    moved = typical.repeat(dimensions, TRAVERSAL_STEPS, 1)  # (rows, steps, d)
     for dimension in range(dimensions):
         moved[dimension, :, dimension] = values[dimension]
-    images = model.decode(moved.view(-1, dimensions)).view(dimensions, TRAVERSAL_STEPS, 28, 28)
+    images = model.decode(moved.view(-1, all_dimensions)).view(dimensions, TRAVERSAL_STEPS, 28, 28)
 
     figure, axes = plt.subplots(dimensions, TRAVERSAL_STEPS, squeeze=False,
                                 figsize=(0.95 * TRAVERSAL_STEPS + 0.5, 1.05 * dimensions + 0.6))
@@ -153,8 +173,9 @@ def plot_latent_traversals(model: torch.nn.Module, codes: torch.Tensor):
             axis.set_yticks([])
             axis.set_title(f"{values[dimension, step]:.1f}", fontsize=7, pad=2)
         axes[dimension, 0].set_ylabel(f"z{dimension}", rotation=0, labelpad=14, va="center")
-    figure.suptitle("one code dimension moved at a time (2nd to 98th percentile of the test codes), "
-                    "the others held at a typical test image's code", fontsize=9)
+    first = f" (the first {dimensions} of {all_dimensions})" if all_dimensions > dimensions else ""
+    figure.suptitle(f"one code dimension{first} moved at a time (2nd to 98th percentile of the test "
+                    f"codes), the others held at a typical test image's code", fontsize=9)
     figure.tight_layout()
     return figure
 
@@ -187,8 +208,9 @@ def plot_loss_curves(history: dict, best_epoch: int, stop_reason: str, objective
     figure, axes = plt.subplots(1 + len(other_terms), 1, figsize=(7, 4.5 + 2 * len(other_terms)), sharex=True,
                                 squeeze=False, gridspec_kw={"height_ratios": [4.5] + [2] * len(other_terms)})
     axis = axes[0, 0]
-    axis.plot(epochs, history["train_loss"], label="training loss")
-    axis.plot(epochs, history["val_loss"], label="validation loss")
+    marker = "o" if len(epochs) <= 20 else None  # a single epoch is a point, not an invisible line
+    axis.plot(epochs, history["train_loss"], marker=marker, label="training loss")
+    axis.plot(epochs, history["val_loss"], marker=marker, label="validation loss")
     axis.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
     axis.plot(best_epoch, history["val_loss"][best_epoch - 1], "o", color="black",
               label=f"best: epoch {best_epoch}, {history['val_loss'][best_epoch - 1]:.4f}")
@@ -196,6 +218,9 @@ def plot_loss_curves(history: dict, best_epoch: int, stop_reason: str, objective
         axis.axvline(len(epochs), color="firebrick", linestyle=":", linewidth=1.5,
                      label=f"early stopping, epoch {len(epochs)}")
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no epoch 1.5 on short runs
+    if len(epochs) < 5:  # too few for that locator, which then falls back to fractions of an epoch
+        axis.set_xlim(0.5, len(epochs) + 0.5)
+        axis.set_xticks(list(epochs))
     axis.set_yscale("log")  # the first epochs fall fast; a log scale keeps the late ones readable
     axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
     axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
@@ -339,8 +364,8 @@ def plot_latent_grid(model: torch.nn.Module, codes: torch.Tensor, labels: torch.
 
 
 @torch.no_grad()
-def draw_run(run_dir: Path, data_dir) -> dict:
-    """Every figure of the run in `run_dir`: file name -> matplotlib figure."""
+def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict]:
+    """Every figure of the run in `run_dir` (file name -> matplotlib figure), and its checkpoint."""
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     config = checkpoint["config"]
     clean, noisy, labels = noisy_test_set(data_dir, config["noise_std"])
@@ -380,44 +405,44 @@ def draw_run(run_dir: Path, data_dir) -> dict:
     }
     if model.latent_dim == 2:
         figures["latent_grid.png"] = plot_latent_grid(model, codes, labels)
-    return figures
+    return figures, checkpoint
 
 
+@cli.script
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Draw the figures of a trained run.", allow_abbrev=False)
+    parser = cli.ArgumentParser("Draw the figures of a trained run.")
     parser.add_argument("--run-dir", default=None,
-                        help="the run to draw; figures are written there (default: the newest run in runs/)")
-    parser.add_argument("--data-dir", default=str(DATA_DIR),
-                        help="where Fashion-MNIST is, or goes (default: data/ beside this script)")
+                        help="the run to draw, where the figures go (default: the newest in runs/)")
+    parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
     parser.add_argument("--show", action="store_true", help="also open the figures in windows")
     args = parser.parse_args(argv)
     if not args.show:
         matplotlib.use("Agg")  # draw off screen: works with no display at all
-    try:
-        if args.run_dir:
-            run_dir = Path(args.run_dir)
-        else:
-            run_dir, unfinished = newest_run()
-            print(f"drawing the newest run, {run_dir} (pass --run-dir for another){passed_over(unfinished)}")
-        figures = draw_run(run_dir, args.data_dir)
-        for name, figure in figures.items():
-            save_figure(figure, run_dir / name)
-            print(f"wrote {run_dir / name}")
-            if not args.show:
-                plt.close(figure)  # a notebook or a test calling main() again would otherwise keep every figure
-    except (CheckpointError, DataError, RunError) as error:
-        sys.exit(f"error: {error}")
+    elif matplotlib.get_backend().lower() == "agg":  # matplotlib found no window to draw in
+        print("--show: no display here (no DISPLAY, or no GUI toolkit), so the figures are only "
+              "written as PNGs")
+        args.show = False
+
+    run_dir = run_to_use(args.run_dir, "drawing")
+    figures, checkpoint = draw_run(run_dir, args.data_dir)
+    files = {name: figure_bytes(figure, checkpoint) for name, figure in figures.items()}
+    write_reports(run_dir, checkpoint.get("stamp"), files)
+    for name, figure in figures.items():
+        print(f"wrote {run_dir / name}")
+        if not args.show:
+            plt.close(figure)  # a notebook or a test calling main() again would otherwise keep them all
     if args.show:
         plt.show()
 
 
-def save_figure(figure, path: Path) -> None:
-    """A PNG at DPI, written whole or not at all: drawn in memory, then written atomically."""
+def figure_bytes(figure, checkpoint: dict) -> bytes:
+    """A PNG at DPI that records, in its metadata, the checkpoint it was drawn from."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    write_file(path, buffer.getvalue())
+    drawn_from = describes(checkpoint)
+    description = f"best epoch {drawn_from['best_epoch']}, checkpoint {drawn_from['checkpoint_stamp']}"
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Description": description})
+    return buffer.getvalue()
 
 
 if __name__ == "__main__":
-    with quiet_exits():
-        main()
+    main()

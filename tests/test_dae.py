@@ -62,8 +62,8 @@ def test_checkpoint_contents_rebuild_an_equal_model_of_the_same_size():
     ({"weights": 1}, "is not a checkpoint of this project"),
     ({"format": "fashion-mnist-gan/1"}, "holds a 'fashion-mnist-gan/1' model, and this code reads"),
     ({"format": dae.CHECKPOINT_FORMAT, "model_args": {"latent_dim": 8}, "model_state": {}},
-     "has a model description or weights that do not fit together"),
-    ({"format": dae.CHECKPOINT_FORMAT}, "has a model description or weights that do not fit together"),
+     "has a model description and weights that do not fit together"),
+    ({"format": dae.CHECKPOINT_FORMAT}, "has a model description and weights that do not fit together"),
 ])
 def test_a_checkpoint_of_another_kind_is_refused_by_name(contents, complaint):
     with pytest.raises(CheckpointError, match=complaint) as error:

@@ -105,10 +105,15 @@ def test_a_missing_run_says_to_train_first_in_one_line(tmp_path):
                                     f"or pass --run-dir")
 
 
-def test_a_negative_noise_std_is_refused(capsys):
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "1e30"])
+def test_a_noise_std_the_report_cannot_use_is_refused(value, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(["--noise-std", "-1"])
-    assert exit_info.value.code == 2 and "must be at least 0" in capsys.readouterr().err
+        evaluate.main(["--noise-std", value])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --noise-std: must be" in error and "Traceback" not in error
+
+
+STATE = "reached --epochs 200"
 
 
 def recipe_checkpoint(**changes) -> dict:
@@ -119,15 +124,16 @@ def recipe_checkpoint(**changes) -> dict:
 
 
 def test_the_published_figure_applies_only_to_the_recipe_at_its_noise():
-    assert evaluate.why_published_does_not_apply(recipe_checkpoint(), 0.2) is None
-    assert "--epochs 5" in evaluate.why_published_does_not_apply(recipe_checkpoint(recipe_changes={"epochs": 5}), 0.2)
-    assert "test noise std 0.5" in evaluate.why_published_does_not_apply(recipe_checkpoint(), 0.5)
+    assert evaluate.why_published_does_not_apply(recipe_checkpoint(), 0.2, STATE) is None
+    assert "--epochs 5" in evaluate.why_published_does_not_apply(
+        recipe_checkpoint(recipe_changes={"epochs": 5}), 0.2, STATE)
+    assert "test noise std 0.5" in evaluate.why_published_does_not_apply(recipe_checkpoint(), 0.5, STATE)
     stopped = recipe_checkpoint(stop_reason="interrupted", history={"val_loss": [0.3] * 7})
-    assert "stopped (interrupted) after 7 epochs" in evaluate.why_published_does_not_apply(stopped, 0.2)
+    assert "stopped (interrupted) after 7 epochs" in evaluate.why_published_does_not_apply(stopped, 0.2, "interrupted")
     unrecorded = {"format": evaluate.PUBLISHED_MODEL, "stop_reason": "reached --epochs 200"}
-    assert "does not record" in evaluate.why_published_does_not_apply(unrecorded, 0.2)
+    assert "does not record" in evaluate.why_published_does_not_apply(unrecorded, 0.2, STATE)
     fork = recipe_checkpoint(format="fashion-mnist-vae/1")
-    assert "for the published DAE" in evaluate.why_published_does_not_apply(fork, 0.2)
+    assert "for the published DAE" in evaluate.why_published_does_not_apply(fork, 0.2, STATE)
 
 
 def test_a_short_run_is_not_set_beside_the_published_figure(tiny_run, capsys):

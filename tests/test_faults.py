@@ -15,6 +15,7 @@ import pytest
 import torch
 import torchvision
 
+import cli
 import data
 import evaluate
 import runs
@@ -108,7 +109,7 @@ def test_weights_saved_before_a_divergence_stay_and_the_checkpoint_says_it_diver
     assert len(checkpoint["history"]["val_loss"]) == 3  # the epoch that blew up is in the history too
     assert evaluate.evaluate(tmp_path / "run", tiny_data_dir, None)["run"]["state"] == "diverged at epoch 3"
     published_recipe = {**checkpoint, "recipe_changes": {}}
-    why_not = evaluate.why_published_does_not_apply(published_recipe, 0.2)
+    why_not = evaluate.why_published_does_not_apply(published_recipe, 0.2, "diverged at epoch 3")
     assert "stopped (diverged at epoch 3) after 3 epochs" in why_not
 
 
@@ -125,7 +126,9 @@ def test_a_full_disk_at_a_save_is_one_line_and_the_previous_checkpoint_stays_who
                     f"{run_dir / CHECKPOINT_FILE}, is whole")
     _, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     assert checkpoint["stop_reason"] == "running" and checkpoint["best_epoch"] < failed_epoch
-    assert [path.name for path in run_dir.iterdir()] == [CHECKPOINT_FILE]  # no temporary file left behind
+    # No temporary file left behind; the lock is let go, so the run reads as one that stopped.
+    assert {path.name for path in run_dir.iterdir()} == {CHECKPOINT_FILE, runs.LOCK_FILE}
+    assert runs.run_state(checkpoint, run_dir) == "stopped without recording why (killed, or the machine went down)"
 
 
 def test_a_run_that_cannot_save_replaces_nothing_on_a_real_full_disk(tiny_data_dir, finished_run, small_disk):
@@ -158,7 +161,7 @@ def test_a_save_that_fails_later_keeps_the_last_good_checkpoint(tiny_data_dir, t
     monkeypatch.undo()
     _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
     assert checkpoint["best_epoch"] == 2 and len(checkpoint["history"]["val_loss"]) == 2
-    assert [path.name for path in (tmp_path / "run").iterdir()] == [CHECKPOINT_FILE]
+    assert {path.name for path in (tmp_path / "run").iterdir()} == {CHECKPOINT_FILE, runs.LOCK_FILE}
 
 
 def test_a_report_or_figure_that_cannot_be_written_leaves_the_earlier_file_whole(finished_run, tiny_run, monkeypatch):
@@ -166,11 +169,12 @@ def test_a_report_or_figure_that_cannot_be_written_leaves_the_earlier_file_whole
     fail_writes_after(0, monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--run-dir", str(finished_run), "--data-dir", str(tiny_run / "data")])
-    assert exit_info.value.code == (f"error: cannot write {finished_run / 'metrics.json'}: no space left on the disk: "
-                                    f"free some space, or pass a --run-dir on another disk")
-    figure = visualize.plot_noise_levels([0.0, 0.2], {"a method": [0.1, 0.2]}, training_std=0.2)
-    with pytest.raises(runs.RunError, match=r"cannot write .*loss_curves.png: no space left on the disk"):
-        visualize.save_figure(figure, finished_run / "loss_curves.png")  # what visualize.py does with each figure
+    # written.txt, the record of what is written, goes first, so that no report is ever unrecorded.
+    assert exit_info.value.code == (f"error: cannot write {finished_run / runs.WRITTEN_FILE}: no space left on the "
+                                    f"disk: free some space, or pass a --run-dir on another disk")
+    stamp = load_checkpoint(finished_run / CHECKPOINT_FILE)[1]["stamp"]
+    with pytest.raises(runs.RunError, match=r"cannot write .*: no space left on the disk"):
+        runs.write_reports(finished_run, stamp, {"loss_curves.png": b"a new figure"})  # as visualize.py does
     assert files_and_contents(finished_run) == before
 
 
@@ -198,24 +202,35 @@ def killed_copy(finished_run, runs_dir, name):
     return runs_dir / name
 
 
-def test_runs_that_never_finished_are_named_with_how_to_use_one(finished_run, tiny_run, tmp_path, monkeypatch, capsys):
+def test_a_run_that_died_is_told_from_one_that_trains_and_its_weights_are_used(
+        finished_run, tiny_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
-    killed = killed_copy(finished_run, tmp_path / "runs", "2026-01-01_12-00-00")
+    dead = killed_copy(finished_run, tmp_path / "runs", "2026-01-01_11-00-00")
+    os.utime(dead / CHECKPOINT_FILE, (1_000, 1_000))
     data_dir = ["--data-dir", str(tiny_run / "data")]
-    for script in (evaluate, visualize):
-        with pytest.raises(SystemExit) as exit_info:
-            script.main(data_dir)
-        assert exit_info.value.code == (
-            f"error: no finished run in {tmp_path / 'runs'}, only 1 that did not finish (still training, or killed), "
-            f"the newest {killed}: its best weights so far are saved, so pass --run-dir {killed} to use them")
-    evaluate.main(["--run-dir", str(killed), *data_dir])
-    assert "(did not finish: still training, or killed before it could record a stop)" in capsys.readouterr().out
+    evaluate.main(data_dir)  # the newest run died: its saved weights are taken without --run-dir
+    output = capsys.readouterr().out
+    assert f"evaluating the newest run, {dead} (pass --run-dir for another)\n" in output
+    assert "(stopped without recording why (killed, or the machine went down))" in output
 
-    shutil.copytree(finished_run, tmp_path / "runs" / "2026-01-01_11-00-00")
-    os.utime(tmp_path / "runs" / "2026-01-01_11-00-00" / CHECKPOINT_FILE, (1_000, 1_000))  # older than the killed run
-    evaluate.main(data_dir)
-    assert (f"evaluating the newest run, {tmp_path / 'runs' / '2026-01-01_11-00-00'} (pass --run-dir for another); "
-            f"passed over 1 newer run(s) that did not finish") in capsys.readouterr().out
+    alive = killed_copy(finished_run, tmp_path / "runs", "2026-01-01_12-00-00")  # the newer, and training
+    lock = runs.lock_run_dir(alive)  # this process holds its lock, as train.py would
+    try:
+        evaluate.main(data_dir)
+        assert (f"evaluating the newest run, {dead} (pass --run-dir for another); passed over 1 newer run(s) "
+                f"still training, the newest {alive} (pid {os.getpid()}): pass --run-dir {alive} to use its "
+                f"best weights so far") in capsys.readouterr().out
+        evaluate.main(["--run-dir", str(alive), *data_dir])
+        assert f"(still training (pid {os.getpid()}))" in capsys.readouterr().out
+        shutil.rmtree(dead)
+        for script in (evaluate, visualize):
+            with pytest.raises(SystemExit) as exit_info:
+                script.main(data_dir)
+            assert exit_info.value.code == (
+                f"error: no run in {tmp_path / 'runs'} has finished; 1 still training, the newest {alive} "
+                f"(pid {os.getpid()}): wait for it, or pass --run-dir {alive} to use its best weights so far")
+    finally:
+        os.close(lock)
 
 
 # ---- Files in the way, closed pipes, Ctrl-C ----
@@ -267,7 +282,7 @@ def test_training_whose_reader_left_stops_and_keeps_the_run(tiny_data_dir, tmp_p
         return lines[-1]
 
     monkeypatch.setattr(train, "epoch_line", reader_leaves_at_epoch_3)
-    monkeypatch.setattr(train, "silence_closed_output", lambda: None)  # it would close pytest's own stdout
+    monkeypatch.setattr(runs, "silence_closed_output", lambda: None)  # it would close pytest's own stdout
     with pytest.raises(SystemExit) as exit_info:
         train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "10"))
     assert exit_info.value.code == 141
@@ -276,9 +291,12 @@ def test_training_whose_reader_left_stops_and_keeps_the_run(tiny_data_dir, tmp_p
 
 
 def test_ctrl_c_in_a_script_ends_it_with_status_130_and_no_traceback(capsys):
+    @cli.script
+    def interrupted():
+        raise KeyboardInterrupt
+
     with pytest.raises(SystemExit) as exit_info:
-        with runs.quiet_exits():
-            raise KeyboardInterrupt
+        interrupted()
     assert exit_info.value.code == 130 and capsys.readouterr().err == "interrupted\n"
 
 
@@ -314,12 +332,25 @@ def test_files_that_read_well_are_never_called_damaged(tiny_data_dir):
      "this machine's memory ran out with --batch-size 50000 and --latent-dim 8: pass a smaller --batch-size "
      "(or --latent-dim), or close other programs"),
 ])
-def test_running_out_of_memory_names_the_batch_size(device, error, words, monkeypatch):
-    def runs_out_of_memory(args):
-        raise error  # as PyTorch raises it, from wherever in training it happens
+def test_running_out_of_memory_names_the_batch_size(device, error, words):
+    assert runs.out_of_memory(error, {"device": device, "batch_size": 50000, "latent_dim": 8}) == words
+    assert runs.out_of_memory(RuntimeError("shape mismatch"), {}) is None
 
-    monkeypatch.setattr(train, "pick_device", torch.device)  # as on a machine that has the device
-    monkeypatch.setattr(train, "train", runs_out_of_memory)
+
+def test_running_out_of_memory_in_training_is_one_line_and_keeps_what_was_saved(
+        tiny_data_dir, tmp_path, monkeypatch):
+    real_epoch, epochs = train.train_one_epoch, []
+
+    def runs_out_at_epoch_3(*arguments, **keywords):
+        epochs.append(1)
+        if len(epochs) == 3:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
+        return real_epoch(*arguments, **keywords)
+
+    monkeypatch.setattr(train, "train_one_epoch", runs_out_at_epoch_3)
     with pytest.raises(SystemExit) as exit_info:
-        train.main(["--device", device, "--batch-size", "50000"])
-    assert exit_info.value.code == f"error: {words}"
+        train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "5"))
+    assert exit_info.value.code == ("error: this machine's memory ran out with --batch-size 32 and --latent-dim 8: "
+                                    "pass a smaller --batch-size (or --latent-dim), or close other programs")
+    _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    assert checkpoint["stop_reason"] == "out of memory" and len(checkpoint["history"]["val_loss"]) == 2

@@ -90,11 +90,18 @@ def test_an_interrupted_write_leaves_the_previous_checkpoint_whole(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
 
 
-def test_a_run_still_in_progress_is_passed_over_and_named(tmp_path):
+def test_a_run_still_training_is_passed_over_and_one_that_died_is_not(tmp_path):
     model = DenoisingAutoencoder()
     runs_written = [("2026-01-01_10-00-00", "reached --epochs 200", 1_000), ("2026-01-01_11-00-00", "running", 2_000)]
     for name, stop_reason, written_at in runs_written:
         (tmp_path / name).mkdir()
         save_checkpoint(tmp_path / name / "checkpoint.pt", model, model.state_dict(), stop_reason=stop_reason)
         os.utime(tmp_path / name / "checkpoint.pt", (written_at, written_at))  # the running one is the newer
-    assert newest_run(tmp_path) == (tmp_path / "2026-01-01_10-00-00", [tmp_path / "2026-01-01_11-00-00"])
+    newer = tmp_path / "2026-01-01_11-00-00"
+    assert newest_run(tmp_path) == (newer, [])  # no process holds it: it died, and its weights are used
+    lock = runs.lock_run_dir(newer)
+    try:
+        assert newest_run(tmp_path) == (tmp_path / "2026-01-01_10-00-00", [(newer, str(os.getpid()))])
+    finally:
+        os.close(lock)
+    assert runs.training_pid(newer) is None  # the lock goes with the file descriptor
