@@ -1,4 +1,4 @@
-"""Measure a trained denoising autoencoder on the Fashion-MNIST test set.
+"""Measure a trained run (this DAE, or a fork's model) on the Fashion-MNIST test set.
 
     python evaluate.py                        # the newest run in runs/
     python evaluate.py --run-dir runs/seed3   # another run
@@ -8,7 +8,7 @@ The headline is the published metric: the mean absolute error between the model'
 noisy test image and the clean test image, over all 10,000 test images and all pixels. Beside it,
 on the same noisy images, the denoisers of baselines.py: three that learn nothing, and PCA, the best
 linear code of the same size. Then the error at other noise levels, the error per class, and how
-well the codes group images by class (k-nearest neighbours), the DAE's beside PCA's. Every method is
+well the codes group images by class (k-nearest neighbours), the model's beside PCA's. Every method is
 fitted once, at the noise the run trained with (the blur's width, PCA, the training codes for the
 neighbours), and a test at other noise measures them as they are.
 
@@ -130,7 +130,7 @@ def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
         "blur_sigma": blur_sigma,
         "methods": {name: scores(denoise(noisy), clean) for name, denoise in methods.items()},
         "pca": {"components": pca.size, "fitted_on": len(train_images),
-                "components_to_match_the_dae": components_to_match(all_components, noisy, clean,
+                "components_to_match_the_model": components_to_match(all_components, noisy, clean,
                                                                    test_mae)},
         "noise_levels": {"noise_std": levels, "mae": errors_at_noise_levels(
             methods, clean, standard_test_noise(clean.shape), levels)},
@@ -182,7 +182,7 @@ def print_report(metrics: dict) -> None:
     for method, score in metrics["methods"].items():
         label = f"{method} (sigma {metrics['blur_sigma']})" if method == BLUR else method
         print(f"{label:<52}{score['mae']:>9.5f}{decibels(score['psnr_db']):>7} dB")
-    matching = pca["components_to_match_the_dae"]
+    matching = pca["components_to_match_the_model"]
     print(f"PCA (fitted on the run's {pca['fitted_on']:,} clean training images) needs "
           + (f"{matching} components to match the model's {run['latent_dim']}" if matching
              else f"more than all 784 components to match the model's {run['latent_dim']}"))

@@ -12,6 +12,7 @@ import runs
 import train
 from baselines import mean_absolute_error, peak_signal_to_noise_ratio
 from conftest import tiny_train_args
+from dae import DenoisingAutoencoder
 from data import add_noise, load_training_split
 from evaluate import knn_accuracy, mae_per_class
 
@@ -72,9 +73,9 @@ def test_evaluate_end_to_end_writes_the_report(tiny_run, capsys):
     assert f"test MAE    {metrics['test_mae']:.5f}" in output
     assert metrics["test_images"] == 100 and metrics["noise_std"] == 0.2
     methods = metrics["methods"]
-    assert list(methods) == ["denoising autoencoder", "noisy input, as is", "noisy input clipped to [0, 1]",
+    assert list(methods) == [DenoisingAutoencoder.name, "noisy input, as is", "noisy input clipped to [0, 1]",
                              "Gaussian blur of the clipped input", "PCA with 8 components"]
-    assert methods["denoising autoencoder"]["mae"] == metrics["test_mae"]
+    assert methods[DenoisingAutoencoder.name]["mae"] == metrics["test_mae"]
     # Doing nothing costs E|N(0, 0.2^2)| = 0.2 sqrt(2/pi) = 0.1596 per pixel, give or take sampling.
     assert methods["noisy input, as is"]["mae"] == pytest.approx(0.2 * math.sqrt(2 / math.pi), rel=0.02)
     assert methods["noisy input clipped to [0, 1]"]["mae"] < methods["noisy input, as is"]["mae"]
@@ -170,7 +171,7 @@ def test_the_noise_table_holds_the_training_noise_and_grows_with_the_noise(tiny_
     for std, mae in zip(levels[1:], noisy[1:]):
         assert mae == pytest.approx(std * math.sqrt(2 / math.pi), rel=0.02)
     # At the training noise the table agrees with the headline, to the last bit.
-    assert errors["denoising autoencoder"][levels.index(0.2)] == metrics["test_mae"]
+    assert errors[DenoisingAutoencoder.name][levels.index(0.2)] == metrics["test_mae"]
 
 
 def test_without_run_dir_the_newest_finished_run_is_taken(tiny_data_dir, tmp_path, monkeypatch, capsys):

@@ -125,25 +125,29 @@ def test_short_runs_have_whole_epochs_on_the_loss_axis():
     assert all(tick == int(tick) for tick in ticks)
 
 
-def test_samples_are_seeded_and_drawn_from_the_gaussian_fitted_to_the_codes():
+def test_the_dae_samples_from_the_gaussian_fitted_to_its_codes():
     generator = torch.Generator().manual_seed(0)
     codes = torch.randn(4000, 3, generator=generator) @ torch.tensor([[2.0, 0, 0], [1.0, 0.5, 0], [0, -1.0, 0.3]]) + 5
     mean, covariance, source = visualize.sampling_distribution(codes)
     assert torch.allclose(mean, codes.mean(dim=0)) and torch.allclose(covariance, torch.cov(codes.T), atol=1e-4)
     assert "fitted to the run's training codes" in source
 
+
+def test_samples_are_seeded_and_follow_the_gaussian_they_are_given():
+    mean = torch.tensor([5.0, -1.0, 0.5])
+    covariance = torch.tensor([[4.0, 2.0, 0.0], [2.0, 1.25, -0.5], [0.0, -0.5, 1.09]])
+
     def draw(seed, count=20_000):
         return visualize.sample_codes(mean, covariance, count, torch.Generator().manual_seed(seed))
 
     assert torch.equal(draw(0, 36), draw(0, 36)) and not torch.equal(draw(0, 36), draw(1, 36))
-    many = draw(0)  # their sample mean and covariance come back to the fitted ones, within sampling error
+    many = draw(0)  # their sample mean and covariance come back to the given ones, within sampling error
     assert torch.allclose(many.mean(dim=0), mean, atol=0.05)
     assert torch.allclose(torch.cov(many.T), covariance, atol=0.1)
 
 
 def test_samples_work_when_a_code_dimension_never_varies():
-    codes = torch.cat([torch.randn(100, 1), torch.full((100, 1), 2.0)], dim=1)  # z1 is always 2: no Cholesky factor
-    mean, covariance, _ = visualize.sampling_distribution(codes)
+    mean, covariance = torch.tensor([0.0, 2.0]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # no Cholesky factor
     samples = visualize.sample_codes(mean, covariance, 50, torch.Generator().manual_seed(0))
     assert samples.shape == (50, 2) and torch.allclose(samples[:, 1], torch.full((50,), 2.0), atol=1e-4)
 
@@ -155,11 +159,12 @@ def test_an_interpolation_runs_between_each_methods_reconstructions_through_the_
     pca = PrincipalComponents.fit(images).first(3)
     first, second = images[0], images[1]
     rows = visualize.interpolation_rows(model, pca, first, second, steps=9)
-    assert list(rows) == ["pixel fade", "PCA, 3 numbers", "DAE, 3 numbers"]
+    coded = f"{DenoisingAutoencoder.short_name}, 3 numbers"
+    assert list(rows) == ["pixel fade", "PCA, 3 numbers", coded]
     assert all(images.shape == (9, 1, 28, 28) for images in rows.values())
     pair = torch.stack([first, second])
     with torch.no_grad():
-        for name, coder in (("PCA, 3 numbers", pca), ("DAE, 3 numbers", model)):
+        for name, coder in (("PCA, 3 numbers", pca), (coded, model)):
             codes = coder.encode(pair)
             assert torch.allclose(rows[name][[0, -1]], coder.decode(codes), atol=1e-6)  # each end: a reconstruction
             assert torch.allclose(rows[name][4], coder.decode(codes.mean(dim=0, keepdim=True))[0], atol=1e-6)
