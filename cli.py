@@ -4,7 +4,8 @@ Nothing here is about the model or its training. It holds:
 
     ArgumentParser   argparse's parser, except that a bad flag raises FlagError rather than ending
                      the process, so `parse_args([...])` in a notebook or a REPL shows the mistake
-    the flag types   positive_int, positive_float, noise_std, seed, latent_dim, device
+    the flag types   positive_int, non_negative_int, positive_float, noise_std, seed, latent_dim,
+                     device
     script           the decorator on each script's main(): an error a user can fix becomes one line
                      and exit status 1, a bad flag status 2, Ctrl-C 130 and a closed pipe 141, with
                      no traceback
@@ -38,7 +39,7 @@ class DefaultsInHelp(argparse.ArgumentDefaultsHelpFormatter):
     """--help shows each flag's default, except where there is none to show (None, or off)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False):
+        if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
 
@@ -59,6 +60,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 

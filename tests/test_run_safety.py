@@ -69,7 +69,7 @@ def test_a_folder_that_is_not_a_run_is_refused_and_left_as_it_was(tiny_data_dir,
 @pytest.mark.parametrize("foreign, what", [
     (lambda path: torch.save(nn.Linear(3, 2).state_dict(), path), "a file this project did not write"),
     (lambda path: path.write_bytes(b"not a checkpoint at all"), "a file this project did not write"),
-    (lambda path: torch.save({"format": "fashion-mnist-vae/1"}, path), "a 'fashion-mnist-vae/1' model"),
+    (lambda path: torch.save({"format": "fashion-mnist-gan/1"}, path), "a 'fashion-mnist-gan/1' model"),
 ])
 def test_a_checkpoint_that_is_not_this_codes_is_refused_by_its_format(foreign, what, tiny_data_dir, tmp_path):
     run_dir = tmp_path / "run"
