@@ -85,6 +85,17 @@ class DenoisingAutoencoder(nn.Module):
         """What training optimizes: the denoised image for each noisy one."""
         return self.decode(self.encode(x))
 
+    def sampling_distribution(self, training_codes: torch.Tensor) -> tuple:
+        """Where random codes come from: (mean (d,), covariance (d, d), words for a caption).
+
+        A DAE has no prior: nothing in its training says where codes should lie, so the Gaussian
+        fitted to its training codes (N, d) is the best it allows. A VAE samples its prior instead.
+        """
+        mean = training_codes.mean(dim=0)
+        centred = training_codes - mean
+        covariance = centred.T @ centred / (len(training_codes) - 1)  # (N, d) -> (d, d)
+        return mean, covariance, "a Gaussian fitted to the training codes (mean and covariance)"
+
 
 class CheckpointError(Exception):
     """A checkpoint is missing or is not one this project wrote; the message says what to do."""

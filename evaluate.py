@@ -5,12 +5,12 @@
     python evaluate.py --noise-std 0.3        # harder noise than the run trained on
 
 The headline is the published metric: the mean absolute error between the model's output for the
-noisy test image and the clean test image, over all 10,000 test images and all pixels. Beside it,
-on the same noisy images, the denoisers of baselines.py: three that learn nothing, and PCA, the best
-linear code of the same size. Then the error at other noise levels, the error per class, and how
-well the codes group images by class (k-nearest neighbours), the model's beside PCA's. Every method is
-fitted once, at the noise the run trained with (the blur's width, PCA, the training codes for the
-neighbours), and a test at other noise measures them as they are.
+noisy test image and the clean test image, over all 10,000 test images and all pixels. Beside
+it, on the same noisy images, the denoisers of baselines.py: three that learn nothing, and PCA,
+the best linear code of the same size. Then the error at other noise levels, the error per class,
+and how well the codes group images by class (k-nearest neighbours), the model's beside PCA's.
+Every method is fitted once, at the noise the run trained with (the blur's width, PCA, the
+training codes for the neighbours), and a test at other noise measures them as they are.
 
 Prints a report and writes it to <run-dir>/metrics.json; at a --noise-std other than the run's own,
 to metrics-noise<std>.json beside it. Runs on the CPU, so every machine gives the same numbers for
@@ -176,7 +176,7 @@ def print_report(metrics: dict) -> None:
     elif metrics["test_mae"] >= untouched:
         print(f"            worse than the untouched noisy input ({untouched:.5f}): this model has "
               f"not learned to denoise: train it for more steps, with more --epochs or a smaller "
-              f"--batch-size (README, \"A short run\")")
+              f"--batch-size (docs/short-runs.md)")
 
     print(f"\n{'method':<52}{'MAE':>9}{'PSNR':>10}")
     for method, score in metrics["methods"].items():

@@ -16,6 +16,7 @@ Writes these figures into the run directory and prints the path of each:
                           beside the test codes coloured by class
   noise_levels.png        test error against the strength of the noise, beside the baselines
   loss_curves.png         training and validation loss per epoch, the best epoch marked
+  explorer.html           a page to move the code's numbers by hand (explorer.py)
 
 Works without a display (over SSH, in CI): figures are drawn off screen unless --show is given.
 """
@@ -30,6 +31,7 @@ import matplotlib.ticker
 import torch
 
 import cli
+import explorer
 from baselines import (
     NOISE_LEVELS,
     PrincipalComponents,
@@ -236,20 +238,6 @@ def plot_loss_curves(history: dict, best_epoch: int, stop_reason: str, objective
     return figure
 
 
-def sampling_distribution(training_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Where random codes come from: (mean (d,), covariance (d, d), how a caption describes it).
-
-    This DAE has no prior: nothing in its training says where codes should lie, so no distribution
-    is its own. The Gaussian that fits its training codes (their mean and full covariance) is the
-    best such a model allows. A VAE's training pulls its codes towards a prior, N(0, I), and it
-    samples from that instead: docs/vae.patch changes this function, and only this one.
-    """
-    mean = training_codes.mean(dim=0)
-    centred = training_codes - mean
-    covariance = centred.T @ centred / (len(training_codes) - 1)  # (N, d) -> (d, d)
-    return mean, covariance, "a Gaussian fitted to the run's training codes (their mean and covariance)"
-
-
 def sample_codes(mean: torch.Tensor, covariance: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
     """`count` codes (count, d) drawn from N(mean, covariance), repeatably with `generator`.
 
@@ -381,7 +369,7 @@ def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict]:
     errors = errors_at_noise_levels(methods, clean, standard_test_noise(clean.shape), levels)
     # The training images' codes, with noise from the seeded generator as evaluate.py draws it.
     training_codes = model.encode(add_noise(train_images, config["noise_std"], generator=generator))
-    mean, covariance, source = sampling_distribution(training_codes)
+    mean, covariance, source = model.sampling_distribution(training_codes)
     sampled = sample_codes(mean, covariance, SAMPLE_ROWS**2, torch.Generator().manual_seed(SAMPLE_SEED))
     first_of_class = {name: clean[(labels == index).nonzero()[0].item()] for index, name in enumerate(CLASS_NAMES)}
     figures = {
@@ -426,9 +414,11 @@ def main(argv=None) -> None:
     run_dir = run_to_use(args.run_dir, "drawing")
     figures, checkpoint = draw_run(run_dir, args.data_dir)
     files = {name: figure_bytes(figure, checkpoint) for name, figure in figures.items()}
+    files["explorer.html"], _ = explorer.build_page(run_dir, args.data_dir)  # explorer.py's page
     write_reports(run_dir, checkpoint.get("stamp"), files)
-    for name, figure in figures.items():
-        print(f"wrote {run_dir / name}")
+    for name in files:
+        print(f"wrote {run_dir / name}" + (": open it in a browser" if name.endswith(".html") else ""))
+    for figure in figures.values():
         if not args.show:
             plt.close(figure)  # a notebook or a test calling main() again would otherwise keep them all
     if args.show:

@@ -301,7 +301,7 @@ def test_two_epochs_on_real_fashion_mnist(tmp_path, capsys):
     assert val_loss[1] < val_loss[0] < 0.4  # from about 0.5 for an untrained sigmoid output
 
 
-# What a student copies into a notebook for the recipe (README, "Take the recipe into a notebook"):
+# What a student copies into a notebook for the recipe (README, "Take the recipe into coursework"):
 # these definitions of train.py, under the imports below, with dae.py and data.py beside them.
 RECIPE_PIECES = ("RECIPE", "training_loss", "make_optimizer", "train_one_epoch", "validation_loss", "EarlyStopping")
 NOTEBOOK_IMPORTS = """\

@@ -128,9 +128,9 @@ def test_short_runs_have_whole_epochs_on_the_loss_axis():
 def test_the_dae_samples_from_the_gaussian_fitted_to_its_codes():
     generator = torch.Generator().manual_seed(0)
     codes = torch.randn(4000, 3, generator=generator) @ torch.tensor([[2.0, 0, 0], [1.0, 0.5, 0], [0, -1.0, 0.3]]) + 5
-    mean, covariance, source = visualize.sampling_distribution(codes)
+    mean, covariance, source = DenoisingAutoencoder(3).sampling_distribution(codes)
     assert torch.allclose(mean, codes.mean(dim=0)) and torch.allclose(covariance, torch.cov(codes.T), atol=1e-4)
-    assert "fitted to the run's training codes" in source
+    assert "fitted to the training codes" in source
 
 
 def test_samples_are_seeded_and_follow_the_gaussian_they_are_given():
