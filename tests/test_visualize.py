@@ -201,7 +201,8 @@ def test_visualize_writes_every_png_with_no_display(tiny_run, tmp_path):
         assert f"wrote {run_dir / name}" in result.stdout
         assert (run_dir / name).read_bytes().startswith(PNG_SIGNATURE)
         assert matplotlib.image.imread(run_dir / name).ndim == 3  # decodes as an image
-    assert result.stdout.count("wrote") == 7 and not (run_dir / "latent_grid.png").exists()  # the grid: 2-D codes only
+    assert f"wrote {run_dir / 'explorer.html'}: open it in a browser" in result.stdout  # explorer.py's page
+    assert result.stdout.count("wrote") == 8 and not (run_dir / "latent_grid.png").exists()  # the grid: 2-D codes only
 
 
 def test_a_missing_run_gives_the_same_advice_as_evaluate(tmp_path):
