@@ -3,8 +3,8 @@
     python explorer.py                        # the newest run: writes runs/<run>/explorer.html
     python explorer.py --run-dir runs/seed3   # another run
 
-visualize.py writes the page too. Open it in any browser, from disk and offline; in a notebook,
-`IPython.display.HTML(filename="runs/<run>/explorer.html")` shows it below the cell.
+visualize.py writes the page too. Open it in any browser, from disk and offline. In a notebook,
+`IPython.display.HTML(explorer.in_a_frame("runs/<run>/explorer.html"))` shows it below the cell.
 
 The page is explorer.html beside this file, with the run's data put in: the decoder's weights,
 the codes of some test images with their pictures, and the range and sampling distribution of the
@@ -13,6 +13,7 @@ as plain arithmetic: the model is three small matrix products. Off the reader's 
 """
 
 import base64
+import html
 import json
 from pathlib import Path
 
@@ -114,6 +115,13 @@ def build_page(run_dir: Path, data_dir) -> tuple[bytes, dict]:
         raise RunError(f"the explorer page of {run_dir} would be {len(page):,} bytes, over "
                        f"{MAX_BYTES:,}: draw it with fewer PICTURES_PER_CLASS in explorer.py")
     return page, checkpoint
+
+
+def in_a_frame(page_path, height: int = 1020) -> str:
+    """HTML that shows a page in a frame of its own, as a notebook displays it: the page keeps its
+    own ids, styles and address, apart from the notebook's."""
+    page = html.escape(Path(page_path).read_text(), quote=True)
+    return f'<iframe srcdoc="{page}" style="width: 100%; height: {height}px; border: 0"></iframe>'
 
 
 @cli.script

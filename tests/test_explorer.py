@@ -73,3 +73,18 @@ def test_the_page_stays_under_its_size_limit(latent_dim, tmp_path):
                     config={"noise_std": 0.2, "seed": 0, "val_size": 10_000})
     page, _ = explorer.build_page(tmp_path, REAL_DATA_DIR)
     assert len(page) <= explorer.MAX_BYTES
+
+
+@needs_chromium
+@pytest.mark.parametrize("latent_dim", [1, 2, 20])
+def test_the_page_works_for_any_code_size_and_says_what_it_does_past_16(latent_dim, tiny_data_dir, tmp_path):
+    torch.manual_seed(0)
+    model = DenoisingAutoencoder(latent_dim)
+    save_checkpoint(tmp_path / CHECKPOINT_FILE, model, model.state_dict(), best_epoch=1, stamp="s",
+                    config={"noise_std": 0.2, "seed": 0, "val_size": 60})
+    page, _ = explorer.build_page(tmp_path, tiny_data_dir)
+    (tmp_path / "explorer.html").write_bytes(page)
+    dom = dump_dom(tmp_path / "explorer.html", "image=3")
+    assert attribute(dom, "data-state") == "ready" and attribute(dom, "data-error") is None
+    assert len(re.findall(r'<input type="range" id="z\d+"', dom)) == min(latent_dim, 16)  # one per number
+    assert (f"This code has {latent_dim} numbers: the sliders move the first 16" in dom) == (latent_dim > 16)
