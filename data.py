@@ -250,9 +250,10 @@ def cause_and_remedy(error: OSError, flag: str) -> str:
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"permission denied: change its permissions, or pass a {flag} you can read and write"
     if error.errno == errno.EISDIR:  # os.replace names the destination second
-        return f"a directory is in the way: remove or rename the directory {error.filename2 or error.filename}"
-    if error.errno == errno.ENOTDIR:
-        return f"a file is in the way where a directory should be ({error.filename}): remove or rename it"
+        return f"a directory is in the way: move or rename the directory {error.filename2 or error.filename}"
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):  # mkdir where a file has the name
+        return (f"a file is in the way where a directory should be ({error.filename}): move or rename it, "
+                f"or pass another {flag}")
     if error.errno == errno.ENOENT:
         return f"its directory does not exist (was it deleted?): create it, or pass another {flag}"
     return f"{error.strerror or error}: check the disk, or pass another {flag}"

@@ -241,7 +241,7 @@ def test_a_directory_in_the_way_of_a_file_is_named(finished_run, tiny_run):
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--run-dir", str(finished_run), "--data-dir", str(tiny_run / "data")])
     assert exit_info.value.code == (f"error: cannot write {finished_run / 'metrics.json'}: a directory is in the way: "
-                                    f"remove or rename the directory {finished_run / 'metrics.json'}")
+                                    f"move or rename the directory {finished_run / 'metrics.json'}")
     assert not list(finished_run.glob("*.tmp"))
 
 
@@ -249,7 +249,7 @@ def test_a_directory_in_the_way_of_a_file_is_named(finished_run, tiny_run):
     (errno.ENOSPC, "no space left on the disk: free some space"),
     (errno.EACCES, "permission denied: change its permissions"),
     (errno.EROFS, "permission denied: change its permissions"),
-    (errno.EISDIR, "a directory is in the way: remove or rename the directory"),
+    (errno.EISDIR, "a directory is in the way: move or rename the directory"),
     (errno.ENOTDIR, "a file is in the way where a directory should be"),
     (errno.ENOENT, "its directory does not exist (was it deleted?)"),
     (errno.EIO, "Input/output error: check the disk, or pass another --run-dir"),
