@@ -141,8 +141,8 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor):
     figure.legend(handles=class_markers(), loc="upper right", fontsize=10, frameon=False, title="class",
                   title_fontsize=10)
     if all_dimensions > dimensions:
-        figure.text(0.01, 0.995, f"the first {dimensions} of the {all_dimensions} code dimensions",
-                    va="top", fontsize=10)
+        figure.text(0.5, 0.995, f"the first {dimensions} of the {all_dimensions} code dimensions",
+                    ha="center", va="top", fontsize=10)  # the empty upper triangle
     figure.tight_layout(rect=(0, 0, size / (size + legend_inches), 1))
     return figure
 
