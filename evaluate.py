@@ -100,6 +100,8 @@ def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
     """Every number of the report for the run in `run_dir`, at test noise `noise_std` (None: the
     run's own). Every method is fitted once, at the noise the run trained with, as the model was:
     a test at other noise measures each as it is, not refitted."""
+    if noise_std is not None and not 0 <= noise_std <= cli.MAX_NOISE_STD:  # nan fails this too
+        raise ValueError(f"noise_std must be from 0 to {cli.MAX_NOISE_STD:g}, got {noise_std}")
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     config = checkpoint["config"]
     training_noise_std = config["noise_std"]

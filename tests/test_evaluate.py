@@ -114,6 +114,12 @@ def test_a_noise_std_the_report_cannot_use_is_refused(value, capsys):
     assert exit_info.value.code == 2 and "argument --noise-std: must be" in error and "Traceback" not in error
 
 
+@pytest.mark.parametrize("noise_std", [float("nan"), -0.1, 1e30])
+def test_a_noise_std_from_a_notebook_is_checked_as_the_flag_is(noise_std, tiny_run):
+    with pytest.raises(ValueError, match="noise_std must be from 0 to 10"):
+        evaluate.evaluate(tiny_run / "run", tiny_run / "data", noise_std)
+
+
 STATE = "reached --epochs 200"
 
 

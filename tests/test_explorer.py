@@ -45,8 +45,7 @@ def page(tiny_run, tmp_path_factory):
 @torch.no_grad()
 def test_the_page_draws_what_the_models_decoder_draws(page, tiny_run):
     model, _ = load_checkpoint(tiny_run / "run" / CHECKPOINT_FILE)
-    codes = torch.randn(3, model.latent_dim, generator=torch.Generator().manual_seed(0)) * 3
-    codes[0] = 0
+    codes = torch.randn(2, model.latent_dim, generator=torch.Generator().manual_seed(0)) * 3
     for code in codes:
         fragment = "z=" + ",".join(f"{value:.4f}" for value in code.tolist())
         dom = dump_dom(page, fragment)
@@ -76,7 +75,7 @@ def test_the_page_stays_under_its_size_limit(latent_dim, tmp_path):
 
 
 @needs_chromium
-@pytest.mark.parametrize("latent_dim", [1, 2, 20])
+@pytest.mark.parametrize("latent_dim", [1, 20])
 def test_the_page_works_for_any_code_size_and_says_what_it_does_past_16(latent_dim, tiny_data_dir, tmp_path):
     torch.manual_seed(0)
     model = DenoisingAutoencoder(latent_dim)

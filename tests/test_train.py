@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 
+import matplotlib
 import pytest
 import torch
 
@@ -279,11 +280,14 @@ def test_train_one_epoch_refuses_images_of_the_wrong_shape_or_type():
 
 @pytest.mark.parametrize("latent_dim", ["3", "1"])
 def test_every_script_works_with_another_latent_size(tiny_data_dir, tmp_path, capsys, latent_dim):
+    matplotlib.use("Agg")  # what matplotlib picks where there is no display
     run_dir = tmp_path / "run"
     train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2", "--latent-dim", latent_dim))
     evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
-    visualize.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
+    # --show where matplotlib found no display (as here, drawing with Agg): it says so, and writes.
+    visualize.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir), "--show"])
     output = capsys.readouterr().out
+    assert "--show: no display here" in output
     assert f"{latent_dim}-D test codes" in output and f"PCA with {latent_dim} components" in output
     for name in ("latent_pairs.png", "samples.png", "interpolations.png"):
         assert f"wrote {run_dir / name}" in output
