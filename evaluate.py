@@ -25,25 +25,11 @@ import torch
 
 import cli
 from baselines import (
-    BLUR,
-    CLIPPED,
-    NOISE_LEVELS,
-    NOISY,
-    PrincipalComponents,
-    choose_blur_sigma,
-    components_to_match,
-    denoisers,
-    errors_at_noise_levels,
-    mean_absolute_error,
-    peak_signal_to_noise_ratio,
+    BLUR, CLIPPED, NOISE_LEVELS, NOISY, PrincipalComponents, choose_blur_sigma, components_to_match,
+    denoisers, errors_at_noise_levels, mean_absolute_error, peak_signal_to_noise_ratio,
 )
 from data import (
-    CLASS_NAMES,
-    DATA_DIR,
-    TEST_NOISE_SEED,
-    add_noise,
-    load_training_split,
-    noisy_test_set,
+    CLASS_NAMES, DATA_DIR, TEST_NOISE_SEED, add_noise, load_training_split, noisy_test_set,
     standard_test_noise,
 )
 from runs import CHECKPOINT_FILE, describes, load_checkpoint, run_state, run_to_use, write_reports

@@ -32,21 +32,8 @@ import torch
 
 import cli
 import explorer
-from baselines import (
-    NOISE_LEVELS,
-    PrincipalComponents,
-    choose_blur_sigma,
-    denoisers,
-    errors_at_noise_levels,
-)
-from data import (
-    CLASS_NAMES,
-    DATA_DIR,
-    add_noise,
-    load_training_split,
-    noisy_test_set,
-    standard_test_noise,
-)
+from baselines import NOISE_LEVELS, PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
+from data import CLASS_NAMES, DATA_DIR, add_noise, load_training_split, noisy_test_set, standard_test_noise
 from runs import CHECKPOINT_FILE, describes, load_checkpoint, run_to_use, write_reports
 
 CLASS_COLOURS = matplotlib.colormaps["tab10"].colors  # 10 distinct qualitative colours, one per class
