@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -374,13 +375,17 @@ def lock_run_dir(run_dir: Path) -> int | None:
                        f"{cause_and_remedy(error, RUN_DIR_FLAG)}") from None
     if fcntl is None:
         return lock
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    for attempt in range(5):  # evaluate.py's look at the lock (training_pid) holds it for an instant
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.05)
+    else:
         pid = os.read(lock, 32).decode(errors="replace").strip() or "unknown"
         os.close(lock)
         raise RunError(f"{run_dir} is in use by a training that is still running (pid {pid}): "
-                       f"wait for it to end, or pass another --run-dir") from None
+                       f"wait for it to end, or pass another --run-dir")
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
     return lock
