@@ -59,13 +59,23 @@ def chosen_pictures(labels: torch.Tensor, latent_dim: int) -> torch.Tensor:
 
 @torch.no_grad()
 def page_data(model, checkpoint: dict, run_dir: Path, data_dir) -> dict:
-    """Everything the page shows, as plain values: the run, the decoder, codes and pictures."""
+    """Everything the page shows, with the test set and the training codes made here, as
+    evaluate.py makes them (visualize.py, which has them already, calls page_data_from)."""
     config = checkpoint["config"]
     clean, noisy, labels = noisy_test_set(data_dir, config["noise_std"])
     generator = torch.Generator().manual_seed(config["seed"])  # as evaluate.py draws the training codes
     (train_images, _), _ = load_training_split(data_dir, config["val_size"], config["noise_std"],
                                                generator=generator)
     training_codes = model.encode(add_noise(train_images, config["noise_std"], generator=generator))
+    return page_data_from(model, checkpoint, run_dir, clean, labels, model.encode(noisy), training_codes)
+
+
+@torch.no_grad()
+def page_data_from(model, checkpoint: dict, run_dir: Path, clean: torch.Tensor, labels: torch.Tensor,
+                   codes: torch.Tensor, training_codes: torch.Tensor) -> dict:
+    """Everything the page shows, as plain values: the run, the decoder, codes and pictures.
+    `codes` are the test images' (the noisy ones, as the model is used); `clean` their pictures."""
+    config = checkpoint["config"]
     mean, covariance, source = model.sampling_distribution(training_codes)
     if model.latent_dim <= FULL_COVARIANCE:
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
@@ -73,7 +83,6 @@ def page_data(model, checkpoint: dict, run_dir: Path, data_dir) -> dict:
     else:
         spread = covariance.diagonal().clamp(min=0).sqrt()  # (d,): each number's own spread
         source += f" (past {FULL_COVARIANCE} numbers, each drawn on its own, correlations left out)"
-    codes = model.encode(noisy)  # (10000, d): the codes of noisy images, as the model is used
     pictures = chosen_pictures(labels, model.latent_dim)
     plotted = torch.arange(min(PLOTTED_CODES, len(codes)))
     return {
@@ -110,11 +119,15 @@ def page_html(data: dict) -> str:
 def build_page(run_dir: Path, data_dir) -> tuple[bytes, dict]:
     """The page of the run in `run_dir`, as bytes, and the checkpoint it was made from."""
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    page = page_html(page_data(model, checkpoint, run_dir, data_dir)).encode()
+    return page_bytes(page_data(model, checkpoint, run_dir, data_dir), run_dir), checkpoint
+
+
+def page_bytes(data: dict, run_dir: Path) -> bytes:
+    page = page_html(data).encode()
     if len(page) > MAX_BYTES:  # not reached up to --latent-dim 784: a guard, should that change
         raise RunError(f"the explorer page of {run_dir} would be {len(page):,} bytes, over "
                        f"{MAX_BYTES:,}: draw it with fewer PICTURES_PER_CLASS in explorer.py")
-    return page, checkpoint
+    return page
 
 
 def in_a_frame(page_path, height: int = 1020) -> str:

@@ -339,8 +339,9 @@ def plot_latent_grid(model: torch.nn.Module, codes: torch.Tensor, labels: torch.
 
 
 @torch.no_grad()
-def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict]:
-    """Every figure of the run in `run_dir` (file name -> matplotlib figure), and its checkpoint."""
+def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes]:
+    """Every figure of the run in `run_dir` (file name -> matplotlib figure), its checkpoint, and
+    its explorer page (explorer.py's, from the codes made here)."""
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     config = checkpoint["config"]
     clean, noisy, labels = noisy_test_set(data_dir, config["noise_std"])
@@ -380,7 +381,8 @@ def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict]:
     }
     if model.latent_dim == 2:
         figures["latent_grid.png"] = plot_latent_grid(model, codes, labels)
-    return figures, checkpoint
+    page = explorer.page_data_from(model, checkpoint, run_dir, clean, labels, codes, training_codes)
+    return figures, checkpoint, explorer.page_bytes(page, run_dir)
 
 
 @cli.script
@@ -399,9 +401,9 @@ def main(argv=None) -> None:
         args.show = False
 
     run_dir = run_to_use(args.run_dir, "drawing")
-    figures, checkpoint = draw_run(run_dir, args.data_dir)
+    figures, checkpoint, page = draw_run(run_dir, args.data_dir)
     files = {name: figure_bytes(figure, checkpoint) for name, figure in figures.items()}
-    files["explorer.html"], _ = explorer.build_page(run_dir, args.data_dir)  # explorer.py's page
+    files["explorer.html"] = page
     write_reports(run_dir, checkpoint.get("stamp"), files)
     for name in files:
         print(f"wrote {run_dir / name}" + (": open it in a browser" if name.endswith(".html") else ""))
