@@ -14,21 +14,25 @@ Each row gives the median of its timed epochs with the fastest and slowest besid
 slowest is far above its fastest gets a warning, since the machine was busy and its median is unreliable.
 """
 
+import logging
 import statistics
 import time
 
+import cli  # first: Ctrl-C while torch loads is then one line, not a traceback
 import torch
 import torchvision
 from torch.utils.data import DataLoader, Subset
+from torch.utils.flop_counter import FlopCounterMode
 
-import cli
 from dae import DenoisingAutoencoder
-from data import DATA_DIR, load_fashion_mnist, noisy_test_set
+from data import load_fashion_mnist, noisy_test_set
+from files import DATA_DIR, fetch_data
 from train import RECIPE, make_optimizer, train_one_epoch, training_loss, validation_loss
 
 TRAIN_IMAGES = 60_000 - RECIPE["val_size"]  # what train.py trains on, the validation images held out
 BATCH_SIZE, NOISE_STD, LR = RECIPE["batch_size"], RECIPE["noise_std"], RECIPE["lr"]
 UNSTEADY = 1.5  # a row whose slowest repeat takes this many times its fastest was measured on a busy machine
+TIMER_SECONDS = 1.0  # how long torch.utils.benchmark repeats a short statement
 MATMUL_SIZE = 4096  # the arithmetic row times (MATMUL_SIZE x MATMUL_SIZE) @ (MATMUL_SIZE x MATMUL_SIZE) products
 
 
@@ -162,24 +166,37 @@ def time_cuda_graph(images, device, epochs) -> float:
 
 
 def flops_per_epoch(image_count: int) -> float:
-    """Multiply-adds of the six Linear layers, x2 for FLOPs, x3 for forward + the two backward products."""
-    model = DenoisingAutoencoder()
-    weights = sum(layer.weight.numel() for layer in model.modules() if isinstance(layer, torch.nn.Linear))
-    return 3 * 2 * weights * image_count
+    """The FLOPs of an epoch's training steps, as torch's FlopCounterMode counts them on one image:
+    the matrix products and convolutions of the forward and the backward pass, whatever the layers."""
+    model, image = DenoisingAutoencoder(), torch.rand(1, 1, 28, 28)
+    with FlopCounterMode(display=False) as counter:
+        training_loss(model, image, image)["loss"].backward()
+    return counter.get_total_flops() * image_count  # each image costs the same
+
+
+def timed(statement):
+    """torch.utils.benchmark's timing of a short statement: it repeats it, and waits for the device."""
+    # Importing it looks for a CUDA toolkit (to compile C++ timers, which this does not use) and
+    # warns where one is installed without a GPU: a warning about nothing timed here.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    timer = benchmark.Timer("statement()", globals={"statement": statement}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=TIMER_SECONDS)
 
 
 def time_arithmetic_alone(image_count: int, device: torch.device) -> tuple[Timing, float]:
     """How long an epoch's FLOPs take at the rate of a large float32 matrix product on this device: (timing, FLOP/s)."""
     size = MATMUL_SIZE
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    matmul = time_repeats(lambda: a @ b, device, repeats=5, warmup=2)
+    matmul = Timing(timed(lambda: a @ b).times)
     return matmul.scaled(flops_per_epoch(image_count) / (2 * size**3)), 2 * size**3 / matmul.median
 
 
 @cli.script
 def main(argv=None) -> None:
     parser = cli.ArgumentParser(
-        "Time one training epoch of this project beside a bare loop and the DataLoader style.")
+        "bench.py", "Time one training epoch of this project beside a bare loop and the DataLoader style.")
     parser.add_argument("--device", type=cli.device, default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--epochs", type=cli.positive_int, default=10,
                         help="timed epochs per row, after one warm-up")
@@ -187,6 +204,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     device = args.device
 
+    fetch_data(args.data_dir)
     images, _ = load_fashion_mnist(args.data_dir, train=True)
     test_clean, test_noisy, _ = noisy_test_set(args.data_dir, NOISE_STD)
     images = images[:TRAIN_IMAGES].to(device)  # (50000, 1, 28, 28), resident on the device
@@ -219,7 +237,7 @@ def main(argv=None) -> None:
 
     # train.py's validation pass over 10,000 images costs what evaluating the 10,000 test images does.
     model = DenoisingAutoencoder().to(device)
-    validation = time_repeats(lambda: validation_loss(model, test_noisy, test_clean), device, repeats=5)
+    validation = timed(lambda: validation_loss(model, test_noisy, test_clean))
     print(f"\nevaluation: {len(test_noisy) / validation.median:,.0f} test images per second")
     print(f"projected full run, {RECIPE['epochs']} epochs with a validation pass each: "
           f"{RECIPE['epochs'] * (ours.median + validation.median):.1f}s")

@@ -1,30 +1,43 @@
-"""The command line that train.py, evaluate.py, visualize.py and bench.py share: off the reader's path.
+"""The command line that train.py, evaluate.py, visualize.py, bench.py and explorer.py share: plumbing.
 
 Nothing here is about the model or its training. It holds:
 
-    ArgumentParser   argparse's parser, except that a bad flag raises FlagError rather than ending
-                     the process, so `parse_args([...])` in a notebook or a REPL shows the mistake
+    ArgumentParser   argparse's parser, named for its script, except that a bad flag raises
+                     FlagError rather than ending the process, so `parse_args([...])` in a notebook
+                     or a REPL shows the mistake
     the flag types   positive_int, non_negative_int, positive_float, noise_std, seed, latent_dim,
                      device
     script           the decorator on each script's main(): an error a user can fix becomes one line
-                     and exit status 1, a bad flag status 2, Ctrl-C 130 and a closed pipe 141, with
-                     no traceback
+                     and exit status 1, a bad flag status 2, Ctrl-C 130, a closed pipe 141 (with no
+                     line) and a full output device 1, with no traceback
+
+Each script imports this module before torch, so that Ctrl-C while torch loads (seconds) is
+already one line: the hook below is set before this module's own imports.
 """
 
-import argparse
-import functools
-import math
 import sys
 
-import torch
 
-from dae import IMAGE_PIXELS, CheckpointError
-from data import DataError
-from runs import RunError, silence_closed_output
+def ctrl_c_in_one_line(kind, error, traceback, previous=sys.excepthook):
+    """Ctrl-C before a script's main() has started: "interrupted", not a traceback. Python then
+    ends the process as Ctrl-C does (the shell's status 130); other errors print as they did."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+    else:
+        previous(kind, error, traceback)
 
-# Pixels lie in [0, 1]: at std 10 the noise is already 100 times the signal. A cap keeps every
-# number of a report within its column.
-MAX_NOISE_STD = 10.0
+
+sys.excepthook = ctrl_c_in_one_line
+
+import argparse  # noqa: E402  (after the hook, on purpose)
+import functools  # noqa: E402
+import math  # noqa: E402
+
+import torch  # noqa: E402
+
+from dae import IMAGE_PIXELS, CheckpointError  # noqa: E402
+from files import DataError  # noqa: E402
+from runs import MAX_NOISE_STD, OutputError, RunError, silence_output  # noqa: E402
 
 
 class FlagError(ValueError):
@@ -45,11 +58,12 @@ class DefaultsInHelp(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, showing each flag's default in --help, refusing abbreviations (--epoch is not
+    """argparse, named for its script however it was started (`python train.py`, a test, a
+    notebook), showing each flag's default in --help, refusing abbreviations (--epoch is not
     --epochs), and raising FlagError on a bad flag instead of calling sys.exit."""
 
-    def __init__(self, description: str):
-        super().__init__(description=description, allow_abbrev=False,
+    def __init__(self, prog: str, description: str):
+        super().__init__(prog=prog, description=description, allow_abbrev=False,
                          formatter_class=DefaultsInHelp)
 
     def error(self, message: str):
@@ -123,16 +137,42 @@ def device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class CheckedOutput:
+    """sys.stdout, except that a write that fails raises runs.OutputError, which a script and a
+    training run know how to end on (a reader that left, a full device)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as error:
+            raise OutputError(error) from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as error:
+            raise OutputError(error) from None
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def script(main):
     """Run `main` as command-line tools run: one line and a status for every way it can end badly."""
 
     @functools.wraps(main)
     def run(*arguments, **keywords):
+        stdout = sys.stdout
+        sys.stdout = CheckedOutput(stdout) if stdout is not None else None  # None: stdout was closed
         try:
             try:
                 return main(*arguments, **keywords)
             finally:
-                sys.stdout.flush()  # piped output waits in a buffer: a reader that left shows up here
+                if sys.stdout is not None:
+                    sys.stdout.flush()  # piped output waits in a buffer: a reader that left shows up here
         except FlagError as error:
             print(f"{error.usage}{error}", file=sys.stderr)  # argparse's own form and status
             sys.exit(2)
@@ -141,8 +181,12 @@ def script(main):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
-        except BrokenPipeError:  # `python evaluate.py | head -3`: the reader has gone
-            silence_closed_output()
-            sys.exit(141)
+        except OutputError as error:
+            silence_output()  # the exit's own flush would fail again
+            if error.closed:  # `python evaluate.py | head -3`: the reader has gone, as it meant to
+                sys.exit(141)
+            sys.exit(f"error: cannot write the output ({error}): send it to another file or device")
+        finally:
+            sys.stdout = stdout
 
     return run

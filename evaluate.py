@@ -21,18 +21,18 @@ import json
 import math
 from pathlib import Path
 
+import cli  # first: Ctrl-C while torch loads is then one line, not a traceback
 import torch
-
-import cli
 from baselines import (
     BLUR, CLIPPED, NOISE_LEVELS, NOISY, PrincipalComponents, choose_blur_sigma, components_to_match,
     denoisers, errors_at_noise_levels, mean_absolute_error, peak_signal_to_noise_ratio,
 )
-from data import (
-    CLASS_NAMES, DATA_DIR, TEST_NOISE_SEED, add_noise, load_training_split, noisy_test_set,
-    standard_test_noise,
+from data import CLASS_NAMES, TEST_NOISE_SEED, standard_test_noise
+from files import DATA_DIR
+from runs import (
+    ALL_EPOCHS, CHECKPOINT_FILE, EARLY_STOPPING, MAX_NOISE_STD, describes, load_checkpoint,
+    load_run_data, run_state, run_to_use, write_reports,
 )
-from runs import CHECKPOINT_FILE, describes, load_checkpoint, run_state, run_to_use, write_reports
 
 PUBLISHED_TEST_MAE = 0.06857  # one run of the published recipe, test noise std 0.2
 PUBLISHED_MODEL = "fashion-mnist-dae/1"  # the checkpoint format of the model it is for, this DAE
@@ -65,7 +65,7 @@ def why_published_does_not_apply(checkpoint: dict, noise_std: float, state: str)
     if changes:
         return "the run changed the recipe: " + ", ".join(
             f"--{name.replace('_', '-')} {value}" for name, value in changes.items())
-    if not checkpoint["stop_reason"].startswith(("reached --epochs", "early stopping")):
+    if checkpoint["stop_kind"] not in (ALL_EPOCHS, EARLY_STOPPING):
         epochs = len(checkpoint["history"]["val_loss"])  # stopped by no rule of the recipe
         return f"training was stopped ({state}) after {epochs} epochs"
     if checkpoint["format"] != PUBLISHED_MODEL:  # a fork's model, such as a VAE
@@ -86,27 +86,21 @@ def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
     """Every number of the report for the run in `run_dir`, at test noise `noise_std` (None: the
     run's own). Every method is fitted once, at the noise the run trained with, as the model was:
     a test at other noise measures each as it is, not refitted."""
-    if noise_std is not None and not 0 <= noise_std <= cli.MAX_NOISE_STD:  # nan fails this too
-        raise ValueError(f"noise_std must be from 0 to {cli.MAX_NOISE_STD:g}, got {noise_std}")
+    if noise_std is not None and not 0 <= noise_std <= MAX_NOISE_STD:  # nan fails this too
+        raise ValueError(f"noise_std must be from 0 to {MAX_NOISE_STD:g}, got {noise_std}")
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    config = checkpoint["config"]
-    training_noise_std = config["noise_std"]
+    training_noise_std = checkpoint["config"]["noise_std"]
     noise_std = training_noise_std if noise_std is None else noise_std
-
-    clean, noisy, labels = noisy_test_set(data_dir, noise_std)  # (10000, 1, 28, 28) each
+    run = load_run_data(model, checkpoint, data_dir, noise_std)  # test set, split, codes
     # The run's own split: its validation images choose the blur, its training images fit PCA.
-    generator = torch.Generator().manual_seed(config["seed"])
-    (train_images, train_labels), (val_clean, val_noisy) = load_training_split(
-        data_dir, config["val_size"], training_noise_std, generator=generator)
-    all_components = PrincipalComponents.fit(train_images)
+    all_components = PrincipalComponents.fit(run.train_images)
     pca = all_components.first(model.latent_dim)  # a linear code as large as the model's
-    blur_sigma = choose_blur_sigma(val_noisy, val_clean)
+    blur_sigma = choose_blur_sigma(run.val_noisy, run.val_clean)
     methods = denoisers(model, pca, blur_sigma)
-    denoised = methods[model.name](noisy)  # (10000, 1, 28, 28)
+    clean, noisy = run.test_clean, run.test_noisy  # (10000, 1, 28, 28) each
+    denoised = model.decode(run.test_codes)  # (10000, 1, 28, 28)
     test_mae = mean_absolute_error(denoised, clean)
     levels = sorted({*NOISE_LEVELS, training_noise_std, noise_std})  # the run's noise, and this one
-    # Codes of noisy images, as the model is used; the training images' noise is seeded too.
-    train_noisy = add_noise(train_images, training_noise_std, generator=generator)
     state = run_state(checkpoint, run_dir)
     return {
         "test_mae": test_mae,
@@ -117,23 +111,23 @@ def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
         "test_images": len(clean),
         "blur_sigma": blur_sigma,
         "methods": {name: scores(denoise(noisy), clean) for name, denoise in methods.items()},
-        "pca": {"components": pca.size, "fitted_on": len(train_images),
+        "pca": {"components": pca.size, "fitted_on": len(run.train_images),
                 "components_to_match_the_model": components_to_match(all_components, noisy, clean,
                                                                    test_mae)},
         "noise_levels": {"noise_std": levels, "mae": errors_at_noise_levels(
             methods, clean, standard_test_noise(clean.shape), levels)},
-        "mae_per_class": mae_per_class(denoised, clean, labels),
+        "mae_per_class": mae_per_class(denoised, clean, run.test_labels),
         "knn": {
             "k": NEIGHBOURS,
-            "train_codes": len(train_noisy),
-            "accuracy": knn_accuracy(model.encode(train_noisy), train_labels, model.encode(noisy),
-                                     labels, NEIGHBOURS),
-            "pca_accuracy": knn_accuracy(pca.encode(train_noisy), train_labels, pca.encode(noisy),
-                                         labels, NEIGHBOURS),
+            "train_codes": len(run.train_codes),
+            "accuracy": knn_accuracy(run.train_codes, run.train_labels, run.test_codes,
+                                     run.test_labels, NEIGHBOURS),
+            "pca_accuracy": knn_accuracy(pca.encode(run.train_noisy), run.train_labels,
+                                         pca.encode(noisy), run.test_labels, NEIGHBOURS),
         },
         "run": {
             "checkpoint": str(run_dir / CHECKPOINT_FILE),
-            "seed": config["seed"],
+            "seed": checkpoint["config"]["seed"],
             **describes(checkpoint),  # best_epoch, checkpoint_stamp: the weights this describes
             "epochs_run": len(checkpoint["history"]["val_loss"]),
             "stop_reason": checkpoint["stop_reason"],
@@ -225,19 +219,22 @@ def json_text(metrics: dict) -> str:
 
 @cli.script
 def main(argv=None) -> None:
-    parser = cli.ArgumentParser("Measure a trained run on the Fashion-MNIST test set.")
+    parser = cli.ArgumentParser("evaluate.py", "Measure a trained run on Fashion-MNIST's test set.")
     parser.add_argument("--run-dir", default=None,
                         help="the run to evaluate (default: the newest in runs/)")
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
     parser.add_argument("--noise-std", type=cli.noise_std, default=None,
                         help="test noise std (default: the noise the run was trained with)")
+    parser.add_argument("--while-training", action="store_true",
+                        help="keep the report of a run still training, even if it saves newer "
+                             "weights meanwhile")
     args = parser.parse_args(argv)
 
     run_dir = run_to_use(args.run_dir, "evaluating")
     metrics = evaluate(run_dir, args.data_dir, args.noise_std)
     # Written before it is printed: `python evaluate.py | head -3` still leaves the whole report.
     name = metrics_file(metrics["noise_std"], metrics["run"]["training_noise_std"])
-    write_reports(run_dir, metrics["run"]["checkpoint_stamp"], {name: json_text(metrics).encode()})
+    write_reports(run_dir, metrics["run"], {name: json_text(metrics).encode()}, args.while_training)
     print_report(json.loads(json_text(metrics)))  # the report shows what the file holds
     print(f"\nwritten to {run_dir / name}")
 

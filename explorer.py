@@ -2,32 +2,50 @@
 
     python explorer.py                        # the newest run: writes runs/<run>/explorer.html
     python explorer.py --run-dir runs/seed3   # another run
+    python explorer.py --measure runs/seed3/explorer.html   # its speed in headless Chromium
 
 visualize.py writes the page too. Open it in any browser, from disk and offline. In a notebook,
 `IPython.display.HTML(explorer.in_a_frame("runs/<run>/explorer.html"))` shows it below the cell.
 
-The page is explorer.html beside this file, with the run's data put in: the decoder's weights,
-the codes of some test images with their pictures, and the range and sampling distribution of the
-training codes. In the browser the decoder is the same three layers as dae.py's `Decoder`, written
-as plain arithmetic: the model is three small matrix products. Off the reader's path, like bench.py.
+The page is explorer.html beside this file, with the run's data put in: the decoder's layers and
+weights, the codes of some test images with their pictures, and the range and sampling
+distribution of the training codes. In the browser, the decoder runs layer by layer as plain
+arithmetic. It knows these layers (DECODER_LAYERS): Linear, Conv2d, ConvTranspose2d, Unflatten,
+Flatten, ReLU, LeakyReLU, Sigmoid, Tanh, Identity and Dropout (which does nothing at test time).
+A decoder with another layer, or one whose `forward` does more than run its layers in order, gets
+no page, and a line that says so. Off the reader's path, like bench.py.
 """
 
 import base64
+import functools
 import html
 import json
+import statistics
 from pathlib import Path
 
+import cli  # first: Ctrl-C while torch loads is then one line, not a traceback
 import torch
+from torch import nn
 
-import cli
-from data import CLASS_NAMES, DATA_DIR, add_noise, load_training_split, noisy_test_set
-from runs import CHECKPOINT_FILE, RunError, describes, load_checkpoint, run_to_use, write_reports
+from data import CLASS_NAMES
+from files import DATA_DIR
+from runs import (
+    CHECKPOINT_FILE, RunData, RunError, describes, load_checkpoint, load_run_data, run_to_use, write_reports,
+)
 
 TEMPLATE = Path(__file__).resolve().parent / "explorer.html"
 PICTURES_PER_CLASS = 20  # test images a learner can start from, with their pictures (5 past d = 64)
 PLOTTED_CODES = 2000  # test codes in the code plane's scatter
 SLIDERS = 16  # the most code numbers with a slider each; past that, the rest keep their values
+FULL_COVARIANCE = 64  # past this many numbers, samples are drawn number by number (a smaller page)
 MAX_BYTES = 1_500_000
+# The layers the page's decoder runs, by their torch.nn class, and what it needs to know of each.
+DECODER_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Unflatten, nn.Flatten, nn.ReLU, nn.LeakyReLU,
+                  nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout)
+
+
+class PageError(RunError):
+    """The page cannot draw this model's decoder; the message says which part, and what still works."""
 
 
 def as_base64(tensor: torch.Tensor, dtype=torch.float32) -> str:
@@ -35,14 +53,67 @@ def as_base64(tensor: torch.Tensor, dtype=torch.float32) -> str:
     return base64.b64encode(tensor.detach().to(dtype).contiguous().numpy().tobytes()).decode()
 
 
-def decoder_layers(model) -> list[dict]:
-    """The decoder's three Linear layers, in order: {"in", "out", "weight" (out x in), "bias"}."""
-    linears = [layer for layer in model.decoder.layers if isinstance(layer, torch.nn.Linear)]
-    return [{"in": layer.in_features, "out": layer.out_features, "weight": as_base64(layer.weight),
-             "bias": as_base64(layer.bias)} for layer in linears]
+def decoder_layers(model: nn.Module) -> list[dict]:
+    """The decoder, layer by layer, as the page runs it; PageError for a decoder the page cannot draw.
+
+    The layers are the leaves of `model.decoder`, in order. That running them one after another is
+    `model.decode` is checked on a few random codes, since a `forward` may do more (add a skip, say).
+    """
+    decoder = getattr(model, "decoder", None)
+    if not isinstance(decoder, nn.Module):
+        raise PageError("the model has no `decoder` module for the page to run; every figure and the "
+                        "report are made as usual")
+    layers = [(name, layer) for name, layer in decoder.named_modules() if not list(layer.children())]
+    described = [describe_layer(f"decoder.{name}", layer) for name, layer in layers]
+    codes = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(0)) * 2
+    with torch.no_grad():
+        try:
+            chained = functools.reduce(lambda x, layer: layer(x), [layer for _, layer in layers], codes)
+        except RuntimeError as error:
+            chained = error
+        decoded = model.decode(codes)
+    if not (isinstance(chained, torch.Tensor) and chained.numel() == decoded.numel() == 4 * 784
+            and torch.allclose(chained.flatten(1), decoded.flatten(1), atol=1e-5)):
+        raise PageError("model.decode does more than run its decoder's layers in order (a skip or a reshape "
+                        "outside them), so the page would draw other images; every figure and the report are "
+                        "made as usual")
+    return described
 
 
-FULL_COVARIANCE = 64  # past this many numbers, samples are drawn number by number (a smaller page)
+def describe_layer(name: str, layer: nn.Module) -> dict:
+    """One layer as the page's decoder reads it: its type, its settings and its weights."""
+    kind = type(layer).__name__
+    unsupported = None
+    if not isinstance(layer, DECODER_LAYERS):
+        unsupported = f"{name} is a {kind}"
+    elif isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and (
+            layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros"
+            or isinstance(layer.padding, str)):
+        unsupported = f"{name} is a {kind} with groups, dilation, padding by name or a padding mode"
+    elif isinstance(layer, nn.Unflatten) and layer.dim not in (1, -1):
+        unsupported = f"{name} unflattens dimension {layer.dim}, not the one after the batch"
+    elif isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
+        unsupported = f"{name} flattens dimensions {layer.start_dim} to {layer.end_dim}, not all but the batch"
+    if unsupported:
+        raise PageError(f"{unsupported}, which the page's decoder cannot run (it knows "
+                        f"{', '.join(kind.__name__ for kind in DECODER_LAYERS)}): no explorer page; every "
+                        f"figure and the report are made as usual")
+    described = {"type": kind}
+    if isinstance(layer, nn.LeakyReLU):
+        described["slope"] = layer.negative_slope
+    if isinstance(layer, nn.Unflatten):
+        described["shape"] = list(layer.unflattened_size)
+    if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        described["weight"] = as_base64(layer.weight)
+        described["bias"] = None if layer.bias is None else as_base64(layer.bias)
+    if isinstance(layer, nn.Linear):
+        described.update({"in": layer.in_features, "out": layer.out_features})
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+        described.update({"in": layer.in_channels, "out": layer.out_channels, "kernel": list(layer.kernel_size),
+                          "stride": list(layer.stride), "padding": list(layer.padding)})
+    if isinstance(layer, nn.ConvTranspose2d):
+        described["output_padding"] = list(layer.output_padding)
+    return described
 
 
 def slider_ranges(codes: torch.Tensor) -> torch.Tensor:
@@ -58,44 +129,31 @@ def chosen_pictures(labels: torch.Tensor, latent_dim: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def page_data(model, checkpoint: dict, run_dir: Path, data_dir) -> dict:
-    """Everything the page shows, with the test set and the training codes made here, as
-    evaluate.py makes them (visualize.py, which has them already, calls page_data_from)."""
-    config = checkpoint["config"]
-    clean, noisy, labels = noisy_test_set(data_dir, config["noise_std"])
-    generator = torch.Generator().manual_seed(config["seed"])  # as evaluate.py draws the training codes
-    (train_images, _), _ = load_training_split(data_dir, config["val_size"], config["noise_std"],
-                                               generator=generator)
-    training_codes = model.encode(add_noise(train_images, config["noise_std"], generator=generator))
-    return page_data_from(model, checkpoint, run_dir, clean, labels, model.encode(noisy), training_codes)
-
-
-@torch.no_grad()
-def page_data_from(model, checkpoint: dict, run_dir: Path, clean: torch.Tensor, labels: torch.Tensor,
-                   codes: torch.Tensor, training_codes: torch.Tensor) -> dict:
+def page_data(model, checkpoint: dict, run_dir: Path, run: RunData) -> dict:
     """Everything the page shows, as plain values: the run, the decoder, codes and pictures.
-    `codes` are the test images' (the noisy ones, as the model is used); `clean` their pictures."""
+    The codes are those of noisy images, as the model is used; the pictures the clean ones."""
+    decoder = decoder_layers(model)  # first: a decoder the page cannot run needs nothing else
     config = checkpoint["config"]
-    mean, covariance, source = model.sampling_distribution(training_codes)
+    mean, covariance, source = model.sampling_distribution(run.train_codes)
     if model.latent_dim <= FULL_COVARIANCE:
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         spread = eigenvectors * eigenvalues.clamp(min=0).sqrt()  # z = mean + spread @ eps, eps ~ N(0, I)
     else:
         spread = covariance.diagonal().clamp(min=0).sqrt()  # (d,): each number's own spread
         source += f" (past {FULL_COVARIANCE} numbers, each drawn on its own, correlations left out)"
-    pictures = chosen_pictures(labels, model.latent_dim)
-    plotted = torch.arange(min(PLOTTED_CODES, len(codes)))
+    pictures = chosen_pictures(run.test_labels, model.latent_dim)
+    plotted = torch.arange(min(PLOTTED_CODES, len(run.test_codes)))
     return {
-        "run": str(run_dir), "model": model.name, "latent_dim": model.latent_dim,
+        "run": run_dir.name, "model": model.name, "latent_dim": model.latent_dim,
         "noise_std": config["noise_std"], "best_epoch": checkpoint["best_epoch"],
         "test_mae": matching_test_mae(run_dir, checkpoint), "classes": list(CLASS_NAMES),
-        "sliders": min(SLIDERS, model.latent_dim), "ranges": slider_ranges(training_codes).tolist(),
+        "sliders": min(SLIDERS, model.latent_dim), "ranges": slider_ranges(run.train_codes).tolist(),
         "sampling": {"mean": as_base64(mean), "spread": as_base64(spread), "source": source},
-        "decoder": decoder_layers(model),
-        "pictures": {"labels": labels[pictures].tolist(), "codes": as_base64(codes[pictures]),
-                     "pixels": as_base64((clean[pictures] * 255).round(), torch.uint8)},
-        "plane": {"labels": labels[plotted].tolist(),
-                  "codes": as_base64(codes[plotted, :SLIDERS])},
+        "decoder": decoder,
+        "pictures": {"labels": run.test_labels[pictures].tolist(), "indices": pictures.tolist(),
+                     "codes": as_base64(run.test_codes[pictures]),
+                     "pixels": as_base64((run.test_clean[pictures] * 255).round(), torch.uint8)},
+        "plane": {"labels": run.test_labels[plotted].tolist(), "codes": as_base64(run.test_codes[plotted, :SLIDERS])},
     }
 
 
@@ -105,8 +163,11 @@ def matching_test_mae(run_dir: Path, checkpoint: dict) -> float | None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    described = {key: metrics.get("run", {}).get(key) for key in ("best_epoch", "checkpoint_stamp")}
-    return metrics.get("test_mae") if described == describes(checkpoint) else None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("run"), dict):
+        return None
+    described = {key: metrics["run"].get(key) for key in ("best_epoch", "checkpoint_stamp")}
+    test_mae = metrics.get("test_mae")
+    return test_mae if described == describes(checkpoint) and isinstance(test_mae, float) else None
 
 
 def page_html(data: dict) -> str:
@@ -116,17 +177,11 @@ def page_html(data: dict) -> str:
     return TEMPLATE.read_text().replace("/*RUN DATA*/null", payload)
 
 
-def build_page(run_dir: Path, data_dir) -> tuple[bytes, dict]:
-    """The page of the run in `run_dir`, as bytes, and the checkpoint it was made from."""
-    model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    return page_bytes(page_data(model, checkpoint, run_dir, data_dir), run_dir), checkpoint
-
-
 def page_bytes(data: dict, run_dir: Path) -> bytes:
     page = page_html(data).encode()
     if len(page) > MAX_BYTES:  # not reached up to --latent-dim 784: a guard, should that change
-        raise RunError(f"the explorer page of {run_dir} would be {len(page):,} bytes, over "
-                       f"{MAX_BYTES:,}: draw it with fewer PICTURES_PER_CLASS in explorer.py")
+        raise PageError(f"the explorer page of {run_dir} would be {len(page):,} bytes, over "
+                        f"{MAX_BYTES:,}: draw it with fewer PICTURES_PER_CLASS in explorer.py")
     return page
 
 
@@ -137,15 +192,75 @@ def in_a_frame(page_path, height: int = 1020) -> str:
     return f'<iframe srcdoc="{page}" style="width: 100%; height: {height}px; border: 0"></iframe>'
 
 
+def measure_in_chromium(page: Path, moves: int = 200, browser=None) -> dict:
+    """Input to painted frame for `moves` slider moves by the arrow key in headless Chromium, in ms:
+    each move timed in the page from the key's input event to the first frame painted after it (a
+    requestAnimationFrame, then a task after that frame). Needs the development tool playwright
+    (`pip install playwright`) and Debian's `chromium`; `browser`, if given, is a playwright one."""
+    if browser is None:
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            raise RunError("--measure needs playwright, a development tool: python -m pip install playwright "
+                           "(and Chromium: apt-get install chromium)") from None
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+            try:
+                return measure_in_chromium(page, moves, browser)
+            finally:
+                browser.close()
+    tab = browser.new_page()
+    tab.goto(page.resolve().as_uri())
+    tab.wait_for_function("document.documentElement.dataset.state === 'ready'")
+    tab.evaluate(MEASURE_SCRIPT)
+    tab.focus("#z0")
+    for move in range(moves):
+        tab.keyboard.press("ArrowRight" if move % 40 < 20 else "ArrowLeft")
+        tab.wait_for_function(f"window.paintTimes.length > {move}")
+    times = tab.evaluate("window.paintTimes")
+    tab.close()
+    return {"moves": moves, "median": statistics.median(times), "worst": max(times)}
+
+
+# Chromium as the tests and --measure start it: headless, offline, no GPU (these machines have none).
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+MEASURE_SCRIPT = """
+window.paintTimes = [];
+document.getElementById("sliders").addEventListener("input", event => {
+  const start = event.timeStamp;
+  requestAnimationFrame(() => setTimeout(() => window.paintTimes.push(performance.now() - start)));
+});
+"""
+
+
+def chromium_path() -> str:
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        raise RunError("--measure needs Chromium: apt-get install chromium")
+    return path
+
+
 @cli.script
 def main(argv=None) -> None:
-    parser = cli.ArgumentParser("Write a run's explorer page, explorer.html.")
+    parser = cli.ArgumentParser("explorer.py", "Write a run's explorer page, explorer.html.")
     parser.add_argument("--run-dir", default=None, help="the run (default: the newest in runs/)")
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
+    parser.add_argument("--measure", metavar="PAGE", default=None,
+                        help="time slider moves on this page in headless Chromium, instead of writing one")
     args = parser.parse_args(argv)
+    if args.measure is not None:
+        timing = measure_in_chromium(Path(args.measure))
+        print(f"{timing['moves']} slider moves in headless Chromium, from the input event to the frame "
+              f"painted after it: median {timing['median']:.1f} ms, worst {timing['worst']:.1f} ms")
+        return
     run_dir = run_to_use(args.run_dir, "writing the explorer of")
-    page, checkpoint = build_page(run_dir, args.data_dir)
-    write_reports(run_dir, checkpoint.get("stamp"), {"explorer.html": page})
+    model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
+    page = page_bytes(page_data(model, checkpoint, run_dir, load_run_data(model, checkpoint, args.data_dir)),
+                      run_dir)
+    write_reports(run_dir, describes(checkpoint), {"explorer.html": page})
     print(f"wrote {run_dir / 'explorer.html'}: open it in a browser")
 
 

@@ -25,92 +25,86 @@ import io
 import math
 from pathlib import Path
 
+import cli  # first: Ctrl-C while torch and matplotlib load is then one line, not a traceback
 import matplotlib
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import torch
+import torchvision
 
-import cli
 import explorer
 from baselines import NOISE_LEVELS, PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
-from data import CLASS_NAMES, DATA_DIR, add_noise, load_training_split, noisy_test_set, standard_test_noise
-from runs import CHECKPOINT_FILE, describes, load_checkpoint, run_to_use, write_reports
+from data import CLASS_NAMES, standard_test_noise
+from files import DATA_DIR
+from runs import (
+    CHECKPOINT_FILE, EARLY_STOPPING, describes, load_checkpoint, load_run_data, run_to_use, write_reports,
+)
 
-CLASS_COLOURS = matplotlib.colormaps["tab10"].colors  # 10 distinct qualitative colours, one per class
 TRAVERSAL_STEPS = 9
 SAMPLE_ROWS = 6  # samples.png shows SAMPLE_ROWS x SAMPLE_ROWS decoded random codes
 SAMPLE_SEED = 0  # the same run always draws the same samples
 INTERPOLATION_STEPS = 9  # odd, so that the middle step is the exact mid-point
 INTERPOLATION_PAIRS = (("T-shirt/top", "Trouser"), ("Sneaker", "Ankle boot"), ("Pullover", "Bag"))
-GRID_STEPS = 16  # latent_grid.png decodes a GRID_STEPS x GRID_STEPS grid of the code plane
-TILE_GAP = 2  # white pixels between the images of samples.png and interpolations.png
+TILE_GAP = 2  # white pixels between the images of a tiled picture
 DPI = 90  # with the corner plot's size limit below, keeps every figure under 600 KB
 # The most code dimensions a figure draws one by one: a corner plot of d = 1,000 would have half a
 # million panels. Past this, the corner plot and the traversals show the first ones and say so.
 MAX_DRAWN_DIMENSIONS = 16
 
 
-def plot_reconstructions(rows: dict, labels: torch.Tensor):
-    """One row per entry of `rows` (name -> images (N, 1, 28, 28)), one column per class: its first test image."""
-    figure, axes = plt.subplots(len(rows), len(CLASS_NAMES), figsize=(1.3 * len(CLASS_NAMES), 1.35 * len(rows) + 0.4),
-                                squeeze=False)
-    for column, class_name in enumerate(CLASS_NAMES):
-        index = (labels == column).nonzero()[0].item()
-        for row, images in enumerate(rows.values()):
-            # A fixed 0-1 range: noise that leaves [0, 1] shows clipped, not rescaled into a different picture.
-            axes[row, column].imshow(images[index, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-            axes[row, column].set_xticks([])
-            axes[row, column].set_yticks([])
-        axes[0, column].set_title(class_name, fontsize=9)
-    for row, name in enumerate(rows):
-        axes[row, 0].set_ylabel(name, fontsize=9)
+# ---- The figures an assignment needs: each works pasted alone below README's imports ----
+
+def plot_reconstructions(rows: dict, labels: torch.Tensor, class_names=CLASS_NAMES):
+    """One row per entry of `rows` (name -> images (N, 1, 28, 28)), one column per class: its first image."""
+    first_of_class = [(labels == index).nonzero()[0].item() for index in range(len(class_names))]
+    chosen = torch.cat([images[first_of_class] for images in rows.values()])  # (rows * classes, 1, 28, 28)
+    # One picture, 2 white pixels between images. A fixed 0-1 range: noise that leaves [0, 1] shows
+    # clipped, not rescaled into a different picture.
+    picture = torchvision.utils.make_grid(chosen.clamp(0, 1), nrow=len(class_names), padding=2, pad_value=1)[0]
+    figure, axis = plt.subplots(figsize=(1.2 * len(class_names) + 1.6, 1.2 * len(rows) + 0.5))
+    axis.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1)
+    centres = [2 + 30 * index + 13.5 for index in range(max(len(class_names), len(rows)))]  # 28 pixels + 2 apart
+    axis.set_xticks(centres[: len(class_names)], class_names, fontsize=9)
+    axis.set_yticks(centres[: len(rows)], list(rows), fontsize=9)
+    axis.xaxis.tick_top()
+    axis.tick_params(length=0)
+    for spine in axis.spines.values():
+        spine.set_visible(False)
     figure.tight_layout()
     return figure
 
 
-def code_ranges(codes: torch.Tensor) -> torch.Tensor:
-    """(d, 2): a range per dimension that holds 99% of the codes, with a margin, so outliers do not squash the rest."""
-    low, high = torch.quantile(codes, torch.tensor([0.005, 0.995]), dim=0)  # (d,) each
-    margin = 0.05 * (high - low)
-    return torch.stack([low - margin, high + margin], dim=1)
-
-
-def class_markers() -> list:
-    """A legend entry per class: its colour and its name."""
-    return [plt.Line2D([], [], marker="o", linestyle="", color=colour, label=name)
-            for colour, name in zip(CLASS_COLOURS, CLASS_NAMES)]
-
-
-def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor):
+def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLASS_NAMES, max_dimensions: int = 16):
     """A corner plot of codes (N, d): the panel for (z_i, z_j), i < j, sits at row j, column i; the
     diagonal holds each dimension's distribution per class; each dimension keeps one range down its
-    column and across its row. d(d-1)/2 scatter panels and d histograms, for d up to 16."""
+    column and across its row. d(d-1)/2 scatter panels and d histograms, for the first `max_dimensions`."""
     all_dimensions = codes.shape[1]
-    codes = codes[:, :MAX_DRAWN_DIMENSIONS]  # past 16, the first 16: more panels could not be read
+    codes = codes[:, :max_dimensions]  # past 16 or so, the panels could not be read
     dimensions = codes.shape[1]
-    ranges = code_ranges(codes).tolist()
+    # Each dimension's range holds 99% of the codes, with a margin, so that outliers do not squash the rest.
+    low, high = torch.quantile(codes, torch.tensor([0.005, 0.995]), dim=0)  # (d,) each
+    ranges = torch.stack([low - 0.05 * (high - low), high + 0.05 * (high - low)], dim=1).tolist()
+    colours = matplotlib.colormaps["tab10"].colors  # one distinct colour per class
     # d = 2 or 3: larger panels, so the legend fits beside. Past d = 8 the whole plot keeps d = 8's size
     # (10.4 inches), with smaller panels, so that the PNG stays under 600 KB (d = 16 would be 2.1 MB).
     panel_inches = min(3.0, max(1.3, 6 / dimensions), 10.4 / dimensions)
     size = panel_inches * dimensions
     legend_inches = 2.2 if dimensions == 1 else 0  # d >= 2 puts the legend in the empty upper triangle
-    figure, axes = plt.subplots(dimensions, dimensions, figsize=(size + legend_inches, size), squeeze=False)
-    colours = torch.tensor(CLASS_COLOURS)[labels].numpy()  # (N, 3) RGB, one colour per point's class
+    figure = plt.figure(figsize=(size + legend_inches, size))
+    grid = figure.add_gridspec(dimensions, dimensions)
+    point_colours = torch.tensor(colours)[labels].numpy()  # (N, 3) RGB, one colour per point's class
     ticks = 4 if dimensions <= 8 else 2  # smaller panels past d = 8 hold fewer tick labels
     for row in range(dimensions):
-        for column in range(dimensions):
-            axis = axes[row, column]
-            if column > row:
-                axis.remove()  # the upper triangle would repeat the lower one, mirrored
-                continue
+        for column in range(row + 1):  # the upper triangle would repeat the lower one, mirrored
+            axis = figure.add_subplot(grid[row, column])
             if column == row:
                 bins = torch.linspace(*ranges[column], 41).numpy()
-                for index, colour in enumerate(CLASS_COLOURS):
-                    axis.hist(codes[labels == index, column].numpy(), bins=bins, histtype="step", color=colour)
+                for index in range(len(class_names)):
+                    axis.hist(codes[labels == index, column].numpy(), bins=bins, histtype="step", color=colours[index])
                 axis.set_yticks([])
             else:
-                axis.scatter(codes[:, column].numpy(), codes[:, row].numpy(), c=colours, s=panel_inches**2 / 1.7,
-                             alpha=0.4, linewidths=0, rasterized=True)  # points grow with the panel
+                axis.scatter(codes[:, column].numpy(), codes[:, row].numpy(), c=point_colours,
+                             s=panel_inches**2 / 1.7, alpha=0.4, linewidths=0, rasterized=True)  # grow with the panel
                 axis.set_ylim(ranges[row])
                 axis.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(ticks))
             axis.set_xlim(ranges[column])
@@ -125,13 +119,97 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor):
                 axis.set_ylabel(f"z{row}")
             elif column != row:
                 axis.set_yticklabels([])
-    figure.legend(handles=class_markers(), loc="upper right", fontsize=10, frameon=False, title="class",
-                  title_fontsize=10)
+    markers = [plt.Line2D([], [], marker="o", linestyle="", color=colours[index], label=name)
+               for index, name in enumerate(class_names)]
+    figure.legend(handles=markers, loc="upper right", fontsize=10, frameon=False, title="class", title_fontsize=10)
     if all_dimensions > dimensions:
         figure.text(0.5, 0.995, f"the first {dimensions} of the {all_dimensions} code dimensions",
                     ha="center", va="top", fontsize=10)  # the empty upper triangle
     figure.tight_layout(rect=(0, 0, size / (size + legend_inches), 1))
     return figure
+
+
+@torch.no_grad()
+def plot_latent_grid(model: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor, steps: int = 16,
+                     class_names=CLASS_NAMES):
+    """For a 2-number code: the code plane over the test codes' range, covered by decoded images (as in
+    Kingma & Welling, 2014, figure 4), beside the test codes coloured by class on the same axes."""
+    # The plane holds 99% of the codes, with a margin, so that outliers do not squash the rest.
+    low, high = torch.quantile(codes, torch.tensor([0.005, 0.995]), dim=0)  # (2,) each
+    low, high = low - 0.05 * (high - low), high + 0.05 * (high - low)
+    # Each decoded image sits over the code at its cell's centre; the top row first, as images are drawn.
+    cells = (torch.arange(steps) + 0.5) / steps
+    z1, z0 = torch.meshgrid(high[1] - cells * (high[1] - low[1]), low[0] + cells * (high[0] - low[0]), indexing="ij")
+    images = model.decode(torch.stack([z0, z1], dim=-1).view(-1, 2)).view(steps, steps, 28, 28)
+    mosaic = images.permute(0, 2, 1, 3).reshape(steps * 28, steps * 28)  # rows of images -> one picture
+    extent = (low[0].item(), high[0].item(), low[1].item(), high[1].item())
+    figure, (decoded, scattered) = plt.subplots(1, 2, figsize=(13, 6.3))
+    decoded.imshow(mosaic.numpy(), cmap="gray", vmin=0, vmax=1, extent=extent, aspect="auto")
+    decoded.set_title(f"the code plane, decoded on a {steps} x {steps} grid", fontsize=10)
+    points = scattered.scatter(codes[:, 0].numpy(), codes[:, 1].numpy(), c=labels.numpy(), cmap="tab10", vmin=-0.5,
+                               vmax=9.5, s=3, alpha=0.5, linewidths=0, rasterized=True)  # class i: colour i
+    scattered.set_title("the test images' codes, by class", fontsize=10)
+    scattered.legend(points.legend_elements()[0], class_names, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                     fontsize=9, frameon=False)
+    for axis in (decoded, scattered):
+        axis.set(xlim=extent[:2], ylim=extent[2:], xlabel="z0", ylabel="z1")
+    figure.tight_layout()
+    return figure
+
+
+def plot_loss_curves(history: dict, best_epoch: int | None = None, stopped_early: bool = False,
+                     objective: str = "L1 loss", validation: str | None = None):
+    """Training and validation loss per epoch (`fit`'s history); the best epoch (default: that of the
+    lowest validation loss), and an early stop if there was one. `objective` and `validation` say
+    what each curve measures. A fork's other terms (train_<name>, a VAE's KL say) get a panel each."""
+    epochs = range(1, len(history["train_loss"]) + 1)
+    best_epoch = best_epoch or 1 + min(range(len(epochs)), key=history["val_loss"].__getitem__)
+    other_terms = [name for name in history if name.startswith("train_") and name != "train_loss"]
+    figure, axes = plt.subplots(1 + len(other_terms), 1, figsize=(7, 4.5 + 2 * len(other_terms)), sharex=True,
+                                squeeze=False, gridspec_kw={"height_ratios": [4.5] + [2] * len(other_terms)})
+    axis = axes[0, 0]
+    marker = "o" if len(epochs) <= 20 else None  # a single epoch is a point, not an invisible line
+    axis.plot(epochs, history["train_loss"], marker=marker, label=f"training: {objective}")
+    axis.plot(epochs, history["val_loss"], marker=marker, label=f"validation: {validation or objective}")
+    axis.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
+    axis.plot(best_epoch, history["val_loss"][best_epoch - 1], "o", color="black",
+              label=f"best: epoch {best_epoch}, {history['val_loss'][best_epoch - 1]:.4f}")
+    if stopped_early:
+        axis.axvline(len(epochs), color="firebrick", linestyle=":", linewidth=1.5,
+                     label=f"early stopping, epoch {len(epochs)}")
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no epoch 1.5 on short runs
+    if len(epochs) < 5:  # too few for that locator, which then falls back to fractions of an epoch
+        axis.set_xlim(0.5, len(epochs) + 0.5)
+        axis.set_xticks(list(epochs))
+    axis.set_yscale("log")  # the first epochs fall fast; a log scale keeps the late ones readable
+    axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+    axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+    axis.set_ylabel("loss (log scale)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    for index, (panel, name) in enumerate(zip(axes[1:, 0], other_terms)):
+        panel.plot(epochs, history[name], color=f"C{index + 2}")
+        panel.set_ylabel(f"training {name[len('train_'):]}")
+        panel.grid(True, alpha=0.3)
+    axes[-1, 0].set_xlabel("epoch")
+    figure.tight_layout()
+    return figure
+
+
+# ---- The figures of a run's report ----
+
+def tile(images: torch.Tensor, columns: int, gap: int = TILE_GAP) -> torch.Tensor:
+    """Images (N, 1, 28, 28) side by side, `columns` to a row, `gap` white pixels apart: one (H, W) picture.
+
+    One picture in one axes draws much faster than an axes per image, and the white gaps keep
+    apart images whose backgrounds are black.
+    """
+    return torchvision.utils.make_grid(images, nrow=columns, padding=gap, pad_value=1)[0]
+
+
+def tile_centres(count: int, gap: int = TILE_GAP) -> list[float]:
+    """Where the middle of each of `count` images in a row (or column) of a tile lies, in pixels."""
+    return [gap + (28 + gap) * index + 13.5 for index in range(count)]
 
 
 @torch.no_grad()
@@ -145,26 +223,32 @@ def plot_latent_traversals(model: torch.nn.Module, codes: torch.Tensor):
     dimensions = min(all_dimensions, MAX_DRAWN_DIMENSIONS)  # the rows drawn: past 16, the first 16
     median = codes.median(dim=0).values  # (d,)
     typical = codes[(codes - median).norm(dim=1).argmin()]  # (d,)
-    steps = torch.linspace(0.02, 0.98, TRAVERSAL_STEPS)
-    values = torch.quantile(codes, steps, dim=0).T  # (d, steps): where each dimension's codes lie
+    fractions = torch.linspace(0.02, 0.98, TRAVERSAL_STEPS)
+    values = torch.quantile(codes, fractions, dim=0).T  # (d, steps): where each dimension's codes lie
     moved = typical.repeat(dimensions, TRAVERSAL_STEPS, 1)  # (rows, steps, d)
     for dimension in range(dimensions):
         moved[dimension, :, dimension] = values[dimension]
-    images = model.decode(moved.view(-1, all_dimensions)).view(dimensions, TRAVERSAL_STEPS, 28, 28)
+    images = model.decode(moved.view(-1, all_dimensions))  # (rows * steps, 1, 28, 28), row by row
 
-    figure, axes = plt.subplots(dimensions, TRAVERSAL_STEPS, squeeze=False,
-                                figsize=(0.95 * TRAVERSAL_STEPS + 0.5, 1.05 * dimensions + 0.6))
-    for dimension in range(dimensions):
-        for step in range(TRAVERSAL_STEPS):
-            axis = axes[dimension, step]
-            axis.imshow(images[dimension, step].numpy(), cmap="gray", vmin=0, vmax=1)
-            axis.set_xticks([])
-            axis.set_yticks([])
-            axis.set_title(f"{values[dimension, step]:.1f}", fontsize=7, pad=2)
-        axes[dimension, 0].set_ylabel(f"z{dimension}", rotation=0, labelpad=14, va="center")
+    gap = 10  # room for each image's value over it
+    picture = tile(images, TRAVERSAL_STEPS, gap)  # (rows, columns) of pixels
+    width = 0.95 * TRAVERSAL_STEPS  # inches of images; the figure keeps the picture's own shape
+    figure, axis = plt.subplots(figsize=(width + 0.8, width * picture.shape[0] / picture.shape[1] + 1.1))
+    axis.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1)
+    columns, rows = tile_centres(TRAVERSAL_STEPS, gap), tile_centres(dimensions, gap)
+    axis.set_xticks(columns, [f"{fraction:.0%}" for fraction in fractions.tolist()])
+    axis.set_yticks(rows, [f"z{dimension}" for dimension in range(dimensions)])
+    axis.tick_params(length=0, labelsize=8)
+    for row, dimension_values in zip(rows, values.tolist()):  # each image's value of the moved number, over it
+        for column, value in zip(columns, dimension_values):
+            axis.text(column, row - 14.5, f"{value:.1f}", fontsize=7, ha="center", va="bottom", color="tab:blue")
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+    axis.set_xlabel("percentile of the moved number among the test codes; its value in blue over each image",
+                    fontsize=8)
     first = f" (the first {dimensions} of {all_dimensions})" if all_dimensions > dimensions else ""
-    figure.suptitle(f"one code dimension{first} moved at a time (2nd to 98th percentile of the test "
-                    f"codes), the others held at a typical test image's code", fontsize=9)
+    axis.set_title(f"one code dimension{first} moved at a time, the others held at a typical test image's code",
+                   fontsize=9)
     figure.tight_layout()
     return figure
 
@@ -187,44 +271,6 @@ def plot_noise_levels(levels: list, errors: dict, training_std: float):
     return figure
 
 
-def plot_loss_curves(history: dict, best_epoch: int, stop_reason: str, objective: str | None = None):
-    """Training and validation loss per epoch; the best epoch, and an early stop if there was one. Any other
-    term of the objective (a fork's, a VAE's KL say) gets a panel of its own below, in its own units.
-    `objective`, what train.py's training_loss computes, labels the loss axis; a checkpoint from before
-    it was recorded is the DAE's, whose objective is the L1 loss."""
-    epochs = range(1, len(history["train_loss"]) + 1)
-    other_terms = [name for name in history if name.startswith("train_") and name != "train_loss"]
-    figure, axes = plt.subplots(1 + len(other_terms), 1, figsize=(7, 4.5 + 2 * len(other_terms)), sharex=True,
-                                squeeze=False, gridspec_kw={"height_ratios": [4.5] + [2] * len(other_terms)})
-    axis = axes[0, 0]
-    marker = "o" if len(epochs) <= 20 else None  # a single epoch is a point, not an invisible line
-    axis.plot(epochs, history["train_loss"], marker=marker, label="training loss")
-    axis.plot(epochs, history["val_loss"], marker=marker, label="validation loss")
-    axis.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
-    axis.plot(best_epoch, history["val_loss"][best_epoch - 1], "o", color="black",
-              label=f"best: epoch {best_epoch}, {history['val_loss'][best_epoch - 1]:.4f}")
-    if stop_reason.startswith("early stopping"):
-        axis.axvline(len(epochs), color="firebrick", linestyle=":", linewidth=1.5,
-                     label=f"early stopping, epoch {len(epochs)}")
-    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no epoch 1.5 on short runs
-    if len(epochs) < 5:  # too few for that locator, which then falls back to fractions of an epoch
-        axis.set_xlim(0.5, len(epochs) + 0.5)
-        axis.set_xticks(list(epochs))
-    axis.set_yscale("log")  # the first epochs fall fast; a log scale keeps the late ones readable
-    axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
-    axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
-    axis.set_ylabel(objective or "L1 loss (mean absolute error)")
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend()
-    for index, (panel, name) in enumerate(zip(axes[1:, 0], other_terms)):
-        panel.plot(epochs, history[name], color=f"C{index + 2}")
-        panel.set_ylabel(f"training {name[len('train_'):]}")
-        panel.grid(True, alpha=0.3)
-    axes[-1, 0].set_xlabel("epoch")
-    figure.tight_layout()
-    return figure
-
-
 def sample_codes(mean: torch.Tensor, covariance: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
     """`count` codes (count, d) drawn from N(mean, covariance), repeatably with `generator`.
 
@@ -236,26 +282,6 @@ def sample_codes(mean: torch.Tensor, covariance: torch.Tensor, count: int, gener
     spread = eigenvectors * eigenvalues.clamp(min=0).sqrt()  # (d, d): V sqrt(Lambda), column j scaled
     unit = torch.randn(count, len(mean), generator=generator)  # (count, d), eps ~ N(0, I)
     return mean + unit @ spread.T
-
-
-def tile(images: torch.Tensor, columns: int) -> torch.Tensor:
-    """Images (N, 1, 28, 28) side by side, `columns` to a row, TILE_GAP white pixels apart: one (H, W) picture.
-
-    One picture in one axes draws much faster than an axes per image, and the white gaps keep
-    apart images whose backgrounds are black.
-    """
-    rows = math.ceil(len(images) / columns)
-    step = 28 + TILE_GAP
-    canvas = torch.ones(rows * step - TILE_GAP, columns * step - TILE_GAP)
-    for index, image in enumerate(images):
-        row, column = divmod(index, columns)
-        canvas[row * step : row * step + 28, column * step : column * step + 28] = image[0]
-    return canvas
-
-
-def tile_centres(count: int) -> list[float]:
-    """Where the middle of each of `count` images in a row (or column) of a tile lies, in pixels."""
-    return [(28 + TILE_GAP) * index + 13.5 for index in range(count)]
 
 
 def plot_samples(images: torch.Tensor, title: str):
@@ -308,90 +334,60 @@ def plot_interpolations(pairs: dict):
 
 
 @torch.no_grad()
-def plot_latent_grid(model: torch.nn.Module, codes: torch.Tensor, labels: torch.Tensor, steps: int = GRID_STEPS):
-    """For a 2-number code: the code plane over the test codes' range, covered by decoded images (as in
-    Kingma & Welling, 2014, figure 4), beside the test codes coloured by class on the same axes."""
-    (x_low, x_high), (y_low, y_high) = code_ranges(codes).tolist()
-    # The centre of each grid cell, so that each decoded image sits over the code it comes from.
-    x = x_low + (torch.arange(steps) + 0.5) * (x_high - x_low) / steps
-    y = y_high - (torch.arange(steps) + 0.5) * (y_high - y_low) / steps  # top row first, as an image is drawn
-    z1, z0 = torch.meshgrid(y, x, indexing="ij")  # (steps, steps) each: z1 down the rows, z0 across them
-    grid = torch.stack([z0, z1], dim=-1).view(-1, 2)  # (steps^2, 2): the codes (z0, z1), row by row
-    images = model.decode(grid).view(steps, steps, 28, 28)
-    mosaic = images.permute(0, 2, 1, 3).reshape(steps * 28, steps * 28)  # rows of images -> one picture
-
-    figure, (decoded, scattered) = plt.subplots(1, 2, figsize=(13, 6.3))
-    extent = (x_low, x_high, y_low, y_high)
-    decoded.imshow(mosaic.numpy(), cmap="gray", vmin=0, vmax=1, extent=extent, aspect="auto")
-    decoded.set_title(f"the code plane, decoded on a {steps} x {steps} grid", fontsize=10)
-    colours = torch.tensor(CLASS_COLOURS)[labels].numpy()
-    scattered.scatter(codes[:, 0].numpy(), codes[:, 1].numpy(), c=colours, s=3, alpha=0.5, linewidths=0,
-                      rasterized=True)
-    scattered.set_title("the test images' codes, by class", fontsize=10)
-    for axis in (decoded, scattered):
-        axis.set_xlim(x_low, x_high)
-        axis.set_ylim(y_low, y_high)
-        axis.set_xlabel("z0")
-        axis.set_ylabel("z1")
-    scattered.legend(handles=class_markers(), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
-    figure.tight_layout()
-    return figure
-
-
-@torch.no_grad()
-def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes]:
+def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes | None]:
     """Every figure of the run in `run_dir` (file name -> matplotlib figure), its checkpoint, and
-    its explorer page (explorer.py's, from the codes made here)."""
+    its explorer page (None, with a line that says why, for a decoder the page cannot draw)."""
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    config = checkpoint["config"]
-    clean, noisy, labels = noisy_test_set(data_dir, config["noise_std"])
+    noise_std = checkpoint["config"]["noise_std"]
+    run = load_run_data(model, checkpoint, data_dir)
     # The baselines, fitted as evaluate.py fits them: PCA on the run's training images, the blur on its validation set.
-    generator = torch.Generator().manual_seed(config["seed"])
-    (train_images, _), (val_clean, val_noisy) = load_training_split(
-        data_dir, config["val_size"], config["noise_std"], generator=generator
-    )
-    pca = PrincipalComponents.fit(train_images).first(model.latent_dim)
-    methods = denoisers(model, pca, choose_blur_sigma(val_noisy, val_clean))
-    codes = model.encode(noisy)  # (N, latent_dim): the codes of noisy images, as the model is used
-    levels = sorted({*NOISE_LEVELS, config["noise_std"]})
-    errors = errors_at_noise_levels(methods, clean, standard_test_noise(clean.shape), levels)
-    # The training images' codes, with noise from the seeded generator as evaluate.py draws it.
-    training_codes = model.encode(add_noise(train_images, config["noise_std"], generator=generator))
-    mean, covariance, source = model.sampling_distribution(training_codes)
+    pca = PrincipalComponents.fit(run.train_images).first(model.latent_dim)
+    methods = denoisers(model, pca, choose_blur_sigma(run.val_noisy, run.val_clean))
+    levels = sorted({*NOISE_LEVELS, noise_std})
+    errors = errors_at_noise_levels(methods, run.test_clean, standard_test_noise(run.test_clean.shape), levels)
+    mean, covariance, source = model.sampling_distribution(run.train_codes)
     sampled = sample_codes(mean, covariance, SAMPLE_ROWS**2, torch.Generator().manual_seed(SAMPLE_SEED))
-    first_of_class = {name: clean[(labels == index).nonzero()[0].item()] for index, name in enumerate(CLASS_NAMES)}
+    first_of_class = {name: run.test_clean[(run.test_labels == index).nonzero()[0].item()]
+                      for index, name in enumerate(CLASS_NAMES)}
     figures = {
         "reconstructions.png": plot_reconstructions({
-            "clean": clean,
-            f"noisy (std {config['noise_std']})": noisy,
-            f"PCA, {pca.size} numbers": pca.decode(pca.encode(noisy)),
-            f"{model.short_name}, {model.latent_dim} numbers": model.decode(codes),
-        }, labels),
-        "latent_pairs.png": plot_latent_pairs(codes, labels),
-        "latent_traversals.png": plot_latent_traversals(model, codes),
+            "clean": run.test_clean,
+            f"noisy (std {noise_std})": run.test_noisy,
+            f"PCA, {pca.size} numbers": pca.decode(pca.encode(run.test_noisy)),
+            f"{model.short_name}, {model.latent_dim} numbers": model.decode(run.test_codes),
+        }, run.test_labels),
+        "latent_pairs.png": plot_latent_pairs(run.test_codes, run.test_labels, max_dimensions=MAX_DRAWN_DIMENSIONS),
+        "latent_traversals.png": plot_latent_traversals(model, run.test_codes),
         "samples.png": plot_samples(model.decode(sampled), f"{len(sampled)} random codes drawn from {source}, "
                                                            f"decoded by the {model.name} (seed {SAMPLE_SEED})"),
         "interpolations.png": plot_interpolations({
             f"{start} to {end}: the first test image of each, clean": interpolation_rows(
                 model, pca, first_of_class[start], first_of_class[end]) for start, end in INTERPOLATION_PAIRS
         }),
-        "noise_levels.png": plot_noise_levels(levels, errors, config["noise_std"]),
-        "loss_curves.png": plot_loss_curves(checkpoint["history"], checkpoint["best_epoch"], checkpoint["stop_reason"],
-                                            checkpoint.get("objective")),
+        "noise_levels.png": plot_noise_levels(levels, errors, noise_std),
+        "loss_curves.png": plot_loss_curves(checkpoint["history"], checkpoint["best_epoch"],
+                                            checkpoint["stop_kind"] == EARLY_STOPPING,
+                                            checkpoint.get("objective", "L1 loss"), checkpoint.get("validation")),
     }
     if model.latent_dim == 2:
-        figures["latent_grid.png"] = plot_latent_grid(model, codes, labels)
-    page = explorer.page_data_from(model, checkpoint, run_dir, clean, labels, codes, training_codes)
-    return figures, checkpoint, explorer.page_bytes(page, run_dir)
+        figures["latent_grid.png"] = plot_latent_grid(model, run.test_codes, run.test_labels)
+    try:
+        page = explorer.page_bytes(explorer.page_data(model, checkpoint, run_dir, run), run_dir)
+    except explorer.PageError as error:
+        print(f"no explorer page: {error}")
+        page = None
+    return figures, checkpoint, page
 
 
 @cli.script
 def main(argv=None) -> None:
-    parser = cli.ArgumentParser("Draw the figures of a trained run.")
+    parser = cli.ArgumentParser("visualize.py", "Draw the figures of a trained run.")
     parser.add_argument("--run-dir", default=None,
                         help="the run to draw, where the figures go (default: the newest in runs/)")
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
     parser.add_argument("--show", action="store_true", help="also open the figures in windows")
+    parser.add_argument("--while-training", action="store_true",
+                        help="keep the figures of a run still training even if it saves newer weights meanwhile")
     args = parser.parse_args(argv)
     if not args.show:
         matplotlib.use("Agg")  # draw off screen: works with no display at all
@@ -403,8 +399,9 @@ def main(argv=None) -> None:
     run_dir = run_to_use(args.run_dir, "drawing")
     figures, checkpoint, page = draw_run(run_dir, args.data_dir)
     files = {name: figure_bytes(figure, checkpoint) for name, figure in figures.items()}
-    files["explorer.html"] = page
-    write_reports(run_dir, checkpoint.get("stamp"), files)
+    if page is not None:
+        files["explorer.html"] = page
+    write_reports(run_dir, describes(checkpoint), files, args.while_training)
     for name in files:
         print(f"wrote {run_dir / name}" + (": open it in a browser" if name.endswith(".html") else ""))
     for figure in figures.values():

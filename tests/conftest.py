@@ -1,10 +1,13 @@
-"""Shared test fixtures: a tiny synthetic stand-in for Fashion-MNIST, written as real IDX files.
+"""Shared test fixtures: a tiny synthetic stand-in for Fashion-MNIST, written as real IDX files,
+a run trained on it, the scripts in processes of their own, and a browser.
 
 Each class is a bright vertical bar at its own column, at a random brightness, so a model can
 learn it in a few epochs. The files go into torchvision's layout, exactly where data.py looks.
 """
 
 import gzip
+import os
+import shutil
 import struct
 import sys
 from pathlib import Path
@@ -13,9 +16,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the project's modules and scripts sit at the repository root
+sys.path.insert(0, str(TESTS))  # and the tests' helpers here, however pytest was started
 
-from data import IDX_FILES, SYSTEM_COPIES  # noqa: E402
+from files import IDX_FILES, SYSTEM_COPIES  # noqa: E402
 
 TINY_TRAIN, TINY_TEST = 300, 100
 REAL_DATA_DIR = ROOT / "data"  # the scripts' default --data-dir, filled from the Debian copy as train.py would
@@ -64,8 +69,8 @@ def tiny_train_args(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """A run directory trained for 15 epochs on the tiny stand-in (trained once per test session)."""
+def trained_tiny_run(tmp_path_factory) -> Path:
+    """A run trained for 15 epochs on the tiny stand-in, once per session; tests take a copy (tiny_run)."""
     import train
 
     base = tmp_path_factory.mktemp("tiny_run")
@@ -73,6 +78,42 @@ def tiny_run(tmp_path_factory) -> Path:
     write_tiny_dataset(data_dir / "FashionMNIST" / "raw")
     train.main(tiny_train_args(data_dir, base / "run", "--epochs", "15"))
     return base
+
+
+@pytest.fixture
+def tiny_run(trained_tiny_run, tmp_path) -> Path:
+    """A fresh copy of that run (tiny_run / "run") beside its data (tiny_run / "data"), for one test to change."""
+    copy = tmp_path / "tiny_run"
+    shutil.copytree(trained_tiny_run / "run", copy / "run")
+    shutil.copytree(trained_tiny_run / "data", copy / "data")
+    return copy
+
+
+# ---- The scripts in processes of their own (tests/processes.py) ----
+
+SERVER = None
+
+
+def pytest_collection_finish(session):
+    """Start the process server as soon as a collected test needs it, so that its imports overlap the rest."""
+    global SERVER
+    if hasattr(os, "fork") and any("scripts" in item.fixturenames for item in session.items):
+        from processes import Server
+
+        SERVER = Server()
+
+
+def pytest_sessionfinish(session):
+    if SERVER is not None:
+        SERVER.close()
+
+
+@pytest.fixture
+def scripts():
+    """Starts the project's scripts as processes of their own: `scripts.start("train.py", ..., cwd=...)`."""
+    if SERVER is None:
+        pytest.skip("no os.fork here (Windows): the tests of whole processes need it")
+    return SERVER
 
 
 def real_data_available() -> bool:

@@ -1,32 +1,51 @@
-"""bench.py runs end to end and times the very epoch train.py runs (no timing is asserted here)."""
+"""bench.py runs end to end, and counts an epoch's arithmetic as a hand count does (no timing is asserted)."""
+
+from torch import nn
 
 import bench
-import train
-
-
-def test_bench_times_the_epoch_function_and_the_objective_train_py_uses():
-    assert bench.train_one_epoch is train.train_one_epoch
-    assert bench.training_loss is train.training_loss
+import dae
 
 
 def test_bench_runs_end_to_end_on_the_tiny_stand_in(tiny_data_dir, capsys, monkeypatch):
     # The arithmetic row's own code, on products small enough to take milliseconds, not seconds, on a CPU.
     monkeypatch.setattr(bench, "MATMUL_SIZE", 256)
+    monkeypatch.setattr(bench, "TIMER_SECONDS", 0.05)
     bench.main(["--epochs", "2", "--device", "cpu", "--data-dir", str(tiny_data_dir)])
-    output = capsys.readouterr().out
+    captured = capsys.readouterr()
     for row in ("this project (train.py's train_one_epoch)", "bare in-memory loop (the floor)",
                 "DataLoader + ToTensor (tutorial style)", "arithmetic alone", "test images per second",
                 "projected full run, 200 epochs"):
-        assert row in output
-    assert "300 images, batch 4096" in output
-    assert "CUDA graph" not in output  # only on CUDA
-    header = [line for line in output.splitlines() if line.startswith("training epoch")][0]
+        assert row in captured.out
+    assert "300 images, batch 4096" in captured.out
+    assert "CUDA graph" not in captured.out  # only on CUDA
+    header = [line for line in captured.out.splitlines() if line.startswith("training epoch")][0]
     assert header.split() == ["training", "epoch", "median", "s", "fastest", "slowest", "x", "this", "project"]
+    assert captured.err == ""  # no warning of torch's on the way
 
 
-def test_flops_per_epoch_by_hand():
-    # Weights of the six Linear layers: 784*128 + 128*64 + 64*8 + 8*64 + 64*128 + 128*784 = 218,112
-    assert bench.flops_per_epoch(1) == 3 * 2 * 218_112
+def test_the_published_recipe_flops_per_epoch_by_hand():
+    # The weights of the six Linear layers: 784*128 + 128*64 + 64*8 + 8*64 + 64*128 + 128*784 = 218,112.
+    # Forward, 2 FLOPs a weight; backward, 2 for the weights' gradients and 2 for the inputs' gradients,
+    # except the first layer's, whose input (the image) needs none: 784*128 = 100,352 fewer.
+    assert bench.flops_per_epoch(1) == 2 * 218_112 + 2 * 218_112 + 2 * (218_112 - 100_352)
+    assert bench.flops_per_epoch(50_000) == 50_000 * bench.flops_per_epoch(1)
+
+
+class ConvolutionalDecoder(dae.DenoisingAutoencoder):
+    """A fork's model: the same encoder, a decoder of a Linear, an Unflatten and a transposed convolution."""
+
+    def __init__(self, latent_dim: int = 8):
+        super().__init__(latent_dim)
+        self.decoder.layers = nn.Sequential(nn.Linear(latent_dim, 8 * 14 * 14), nn.Unflatten(1, (8, 14, 14)),
+                                            nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1), nn.Sigmoid())
+
+
+def test_flops_are_counted_whatever_the_layers(monkeypatch):
+    monkeypatch.setattr(bench, "DenoisingAutoencoder", ConvolutionalDecoder)
+    encoder_weights = 784 * 128 + 128 * 64 + 64 * 8  # 109,056, the published encoder
+    decoder_products = 8 * 1568 + 8 * 14 * 14 * 4 * 4  # Linear 8 -> 1568; each input pixel's 4x4 kernel, 8 -> 1
+    # 2 FLOPs a product, three times (forward, the weights' and the inputs' gradients), but the image's.
+    assert bench.flops_per_epoch(1) == 2 * (3 * encoder_weights - 784 * 128) + 2 * 3 * decoder_products
 
 
 def test_each_row_reports_its_spread_and_a_busy_machine_is_named():

@@ -13,7 +13,7 @@ import train
 from baselines import mean_absolute_error, peak_signal_to_noise_ratio
 from conftest import tiny_train_args
 from dae import DenoisingAutoencoder
-from data import add_noise, load_training_split
+from data import add_noise, load_fashion_mnist, training_split
 from evaluate import knn_accuracy, mae_per_class
 
 
@@ -52,6 +52,13 @@ def test_knn_accuracy_by_hand():
     assert knn_accuracy(train_codes, train_labels, test_codes[:2], torch.tensor([1, 1]), k=3) == 0.5
     # k=1: 5.0 is nearest to 0.2 (distance 4.8 < 4.9), labelled 1
     assert knn_accuracy(train_codes, train_labels, test_codes[2:], torch.tensor([1]), k=1) == 1.0
+
+
+def test_a_knn_tie_goes_to_the_lowest_class_by_hand():
+    train_codes, train_labels = torch.tensor([[0.0], [1.0], [5.0]]), torch.tensor([7, 3, 3])
+    # k=2 from 0.4: the nearest are 0.0 (class 7) and 1.0 (class 3), one vote each: the lower class, 3, wins.
+    assert knn_accuracy(train_codes, train_labels, torch.tensor([[0.4]]), torch.tensor([3]), k=2) == 1.0
+    assert knn_accuracy(train_codes, train_labels, torch.tensor([[0.4]]), torch.tensor([7]), k=2) == 0.0
 
 
 def test_blur_sigma_is_chosen_by_the_error_it_gives():
@@ -125,7 +132,7 @@ STATE = "reached --epochs 200"
 
 def recipe_checkpoint(**changes) -> dict:
     """What a finished run of the published recipe records, with `changes` on top."""
-    checkpoint = {"format": evaluate.PUBLISHED_MODEL, "recipe_changes": {}, "stop_reason": "reached --epochs 200",
+    checkpoint = {"format": evaluate.PUBLISHED_MODEL, "recipe_changes": {}, "stop_kind": runs.ALL_EPOCHS,
                   "config": {"noise_std": 0.2}, "history": {"val_loss": [0.1] * 200}}
     return {**checkpoint, **changes}
 
@@ -135,9 +142,10 @@ def test_the_published_figure_applies_only_to_the_recipe_at_its_noise():
     assert "--epochs 5" in evaluate.why_published_does_not_apply(
         recipe_checkpoint(recipe_changes={"epochs": 5}), 0.2, STATE)
     assert "test noise std 0.5" in evaluate.why_published_does_not_apply(recipe_checkpoint(), 0.5, STATE)
-    stopped = recipe_checkpoint(stop_reason="interrupted", history={"val_loss": [0.3] * 7})
+    stopped = recipe_checkpoint(stop_kind=runs.INTERRUPTED, history={"val_loss": [0.3] * 7})
+    assert evaluate.why_published_does_not_apply(recipe_checkpoint(stop_kind=runs.EARLY_STOPPING), 0.2, STATE) is None
     assert "stopped (interrupted) after 7 epochs" in evaluate.why_published_does_not_apply(stopped, 0.2, "interrupted")
-    unrecorded = {"format": evaluate.PUBLISHED_MODEL, "stop_reason": "reached --epochs 200"}
+    unrecorded = {"format": evaluate.PUBLISHED_MODEL, "stop_kind": runs.ALL_EPOCHS}
     assert "does not record" in evaluate.why_published_does_not_apply(unrecorded, 0.2, STATE)
     fork = recipe_checkpoint(format="fashion-mnist-vae/1")
     assert "for the published DAE" in evaluate.why_published_does_not_apply(fork, 0.2, STATE)
@@ -191,7 +199,8 @@ def test_without_run_dir_the_newest_finished_run_is_taken(tiny_data_dir, tmp_pat
     assert (first / "checkpoint.pt").is_file() and (second / "checkpoint.pt").is_file()
     capsys.readouterr()
     evaluate.main(["--data-dir", str(tiny_data_dir)])
-    assert f"evaluating the newest run, {second}" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert f"evaluating the newest run, {second} (of 2 runs, the last saved by their records: " in output
     assert json.loads((second / "metrics.json").read_text())["run"]["epochs_run"] == 3
     assert not (first / "metrics.json").exists()
 
@@ -213,7 +222,8 @@ def test_at_another_test_noise_every_method_stays_as_fitted_at_the_runs_own_nois
     """The noise table says "every method as fitted at noise std 0.2": the blur is not chosen again at 0.5."""
     own, harder = (evaluate.evaluate(tiny_run / "run", tiny_run / "data", std) for std in (None, 0.5))
     assert harder["blur_sigma"] == own["blur_sigma"]
-    _, (val_clean, _) = load_training_split(tiny_run / "data", 60, 0.2, generator=torch.Generator().manual_seed(0))
+    images, labels = load_fashion_mnist(tiny_run / "data", train=True)
+    _, (val_clean, _) = training_split(images, labels, 60, 0.2, generator=torch.Generator().manual_seed(0))
     refitted = baselines.choose_blur_sigma(add_noise(val_clean, 0.5, generator=torch.Generator().manual_seed(0)),
                                            val_clean)
     assert refitted != own["blur_sigma"]  # so the test can tell the two apart

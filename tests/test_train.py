@@ -1,26 +1,29 @@
-"""EarlyStopping, the training loop and train.py as a user runs it."""
+"""The recipe (its objective, one epoch, EarlyStopping, the loop) against hand-worked cases, and train.py
+as a user runs it: its flags, its run, the one file a student hands in, and README's notebook snippet."""
 
 import ast
-import os
-import signal
-import stat
-import subprocess
-import sys
+import builtins
+import re
 
 import matplotlib
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+import baselines
 import cli
 import evaluate
+import explorer
+import files
 import runs
 import train
 import visualize
 from conftest import REAL_DATA_DIR, ROOT, requires_real_data, tiny_train_args
 from dae import DenoisingAutoencoder
-from data import add_noise, load_fashion_mnist, load_training_split, split_train_validation
+from data import load_fashion_mnist, training_split
 from runs import CHECKPOINT_FILE, load_checkpoint
-from train import EarlyStopping
+from train import RECIPE, EarlyStopping
 
 
 def stop_decisions(losses, patience, min_delta):
@@ -28,8 +31,27 @@ def stop_decisions(losses, patience, min_delta):
     return [stopping.should_stop(loss) for loss in losses]
 
 
+def test_the_published_recipe_numbers():
+    """The brief's recipe, number by number: a change to any of them is a change of the published recipe."""
+    assert RECIPE == {"epochs": 200, "batch_size": 4096, "lr": 1e-3, "noise_std": 0.2, "latent_dim": 8,
+                      "patience": 25, "min_delta": 1e-3, "val_size": 10_000}
+    defaults = vars(train.parse_args([]))
+    assert {name: defaults[name] for name in RECIPE} == RECIPE and defaults["seed"] == 0
+
+
+def test_the_objective_is_the_l1_distance_by_hand():
+    class Fixed(torch.nn.Module):  # a "model" whose output for any input is a known 2-pixel image
+        def forward(self, noisy):
+            return torch.tensor([[[[0.25, 1.0]]]])
+
+    clean = torch.tensor([[[[0.5, 0.5]]]])
+    # |0.25 - 0.5| = 0.25 and |1.0 - 0.5| = 0.5: their mean is 0.375 (MSE would give 0.15625).
+    assert train.training_loss(Fixed(), torch.zeros(1, 1, 1, 2), clean)["loss"].item() == pytest.approx(0.375)
+
+
 def test_early_stopping_stops_after_patience_epochs_without_improvement():
     assert stop_decisions([1.0, 0.5, 0.6, 0.7, 0.8], patience=3, min_delta=0) == [False, False, False, False, True]
+    assert stop_decisions([1.0, 0.5, 0.6, 0.7], patience=3, min_delta=0) == [False] * 4  # not one epoch early
 
 
 def test_early_stopping_needs_more_than_min_delta():
@@ -67,22 +89,90 @@ def test_train_one_epoch_lowers_the_loss_on_a_tiny_problem():
     assert train.validation_loss(model, images, images) < 0.5 * before
 
 
-def test_tiny_run_lowers_the_loss_and_saves_the_best_weights(tiny_run):
-    model, checkpoint = load_checkpoint(tiny_run / "run" / CHECKPOINT_FILE)
+def test_the_noise_is_fresh_for_every_batch_and_every_epoch_at_the_recipes_scale(monkeypatch):
+    seen = []  # (clean, noisy) of every batch the objective is given
+    real_loss = train.training_loss
+
+    def recording(model, noisy, clean, *rest, **keywords):  # a fork's objective may take more
+        seen.append((clean.clone(), noisy.clone()))
+        return real_loss(model, noisy, clean, *rest, **keywords)
+
+    monkeypatch.setattr(train, "training_loss", recording)
+    images = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 28, 28) / 10  # image i: every pixel i / 10
+    model = DenoisingAutoencoder(2)
+    optimizer = train.make_optimizer(model, lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):  # two epochs of two batches of 2
+        train.train_one_epoch(model, optimizer, images, 2, 0.2, generator=generator)
+    noise = {}  # (epoch, image) -> its noise
+    for batch, (clean, noisy) in enumerate(seen):
+        for image, image_noise in zip((clean[:, 0, 0, 0] * 10).round().long().tolist(), noisy - clean):
+            noise[batch // 2, image] = image_noise
+    assert len(noise) == 8  # every image once an epoch
+    assert not torch.allclose(noise[0, 0], noise[0, 1])  # not one draw for the epoch, reused batch to batch
+    assert all(not torch.allclose(noise[0, image], noise[1, image]) for image in range(4))  # nor epoch to epoch
+    assert 0.15 < torch.stack(list(noise.values())).std().item() < 0.25  # std 0.2, over 6,272 numbers
+
+
+class Recorder:
+    """What `fit` tells its optional `run` of each epoch, with the weights of that epoch."""
+
+    def __init__(self):
+        self.weights, self.kept = [], []
+
+    def epoch_ended(self, epoch, model, history, kept, stopping):
+        self.weights.append({name: value.clone() for name, value in model.state_dict().items()})
+        self.kept.append(kept)
+
+
+def test_fit_returns_the_history_and_leaves_the_weights_of_the_lowest_validation_loss(tiny_data_dir):
+    images, labels = load_fashion_mnist(tiny_data_dir, train=True)
+    (train_images, _), (val_clean, val_noisy) = training_split(images, labels, 60, 0.2,
+                                                               generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model, recorder = DenoisingAutoencoder(8), Recorder()
+    recipe = {**RECIPE, "epochs": 12, "batch_size": 32, "lr": 0.05}  # a learning rate that overshoots
+    history = train.fit(model, train_images, val_noisy, val_clean, recipe, run=recorder)
+    val_loss = history["val_loss"]
+    assert len(val_loss) == len(history["train_loss"]) == len(history["epoch_seconds"]) == 12
+    lowest = min(range(12), key=val_loss.__getitem__)
+    assert lowest != 11, "this case needs a last epoch that is not the lowest"
+    assert recorder.kept == [loss < min(val_loss[:epoch], default=float("inf")) for epoch, loss in enumerate(val_loss)]
+    for name, value in model.state_dict().items():  # the lowest epoch's weights, not the last's
+        assert torch.equal(value, recorder.weights[lowest][name]), name
+    assert train.validation_loss(model, val_noisy, val_clean) == pytest.approx(val_loss[lowest], rel=1e-6)
+
+
+def test_fit_refuses_a_loss_that_is_not_a_finite_number(tiny_data_dir):
+    images, labels = load_fashion_mnist(tiny_data_dir, train=True)
+    (train_images, _), (val_clean, val_noisy) = training_split(images, labels, 60, 0.2)
+    with pytest.raises(FloatingPointError, match="epoch 1: the loss is not a finite number"):
+        train.fit(DenoisingAutoencoder(8), train_images, val_noisy, val_clean, {**RECIPE, "lr": 1e38, "batch_size": 32})
+
+
+def test_train_returns_the_weights_of_the_checkpoint_not_the_last_epochs(tiny_data_dir, tmp_path):
+    run = train.train(train.parse_args(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "12",
+                                                       "--lr", "0.05")))
+    saved, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    val_loss = checkpoint["history"]["val_loss"]
+    assert checkpoint["best_epoch"] == 1 + min(range(12), key=val_loss.__getitem__) != 12
+    assert not run.model.training and next(run.model.parameters()).device.type == "cpu"
+    for name, value in saved.state_dict().items():
+        assert torch.equal(run.model.state_dict()[name], value), name
+    (images, labels) = load_fashion_mnist(tiny_data_dir, train=True)
+    _, (val_clean, val_noisy) = training_split(images, labels, 60, 0.2, generator=torch.Generator().manual_seed(0))
+    assert train.validation_loss(run.model, val_noisy, val_clean) == pytest.approx(checkpoint["best_val_loss"],
+                                                                                 rel=1e-6)
+
+
+def test_the_tiny_run_lowers_the_loss_and_records_its_lowest_epoch(tiny_run):
+    _, checkpoint = load_checkpoint(tiny_run / "run" / CHECKPOINT_FILE)
     history = checkpoint["history"]
     assert len(history["train_loss"]) == len(history["val_loss"]) == len(history["epoch_seconds"]) == 15
     assert history["val_loss"][-1] < 0.5 * history["val_loss"][0]
     assert checkpoint["best_val_loss"] == min(history["val_loss"])
     assert history["val_loss"][checkpoint["best_epoch"] - 1] == checkpoint["best_val_loss"]
-    assert checkpoint["stop_reason"] == "reached --epochs 15"
-
-    # The saved weights reproduce the recorded best validation loss on the same validation images.
-    config = checkpoint["config"]
-    generator = torch.Generator().manual_seed(config["seed"])
-    images, labels = load_fashion_mnist(tiny_run / "data", train=True)
-    _, (val_images, _) = split_train_validation(images, labels, config["val_size"], generator=generator)
-    val_noisy = add_noise(val_images, config["noise_std"], generator=generator)
-    assert train.validation_loss(model, val_noisy, val_images) == pytest.approx(checkpoint["best_val_loss"], rel=1e-6)
+    assert (checkpoint["stop_kind"], checkpoint["stop_reason"]) == (runs.ALL_EPOCHS, "reached --epochs 15")
 
 
 def test_same_seed_on_cpu_gives_the_same_numbers(tiny_data_dir, tmp_path):
@@ -102,34 +192,35 @@ def test_early_stopping_ends_a_run(tiny_data_dir, tmp_path, capsys):
     # Epoch 1 improves on no loss at all; no later drop is above 10, so epochs 2 and 3 use up the patience.
     _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
     assert len(checkpoint["history"]["val_loss"]) == 3
-    assert checkpoint["stop_reason"].startswith("early stopping")
+    assert checkpoint["stop_kind"] == runs.EARLY_STOPPING
+    assert checkpoint["stop_reason"] == "early stopping: no improvement above 10.0 for 2 epochs"
     assert "stopped after 3 epochs (early stopping" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("flag, value, complaint", [
-    ("--epochs", "0", "must be at least 1"),
-    ("--batch-size", "-4", "must be at least 1"),
-    ("--patience", "0", "must be at least 1"),
-    ("--latent-dim", "0", "must be at least 1"),
+    ("--epochs", "0", "must be at least 1, got 0"),
+    ("--batch-size", "-4", "must be at least 1, got -4"),
+    ("--patience", "0", "must be at least 1, got 0"),
+    ("--latent-dim", "0", "must be at least 1, got 0"),
     ("--latent-dim", "785", "must be at most 784: a code larger than the image is no bottleneck"),
-    ("--lr", "0", "must be a finite number above 0"),
-    ("--lr", "inf", "must be a finite number above 0"),
-    ("--noise-std", "-0.1", "must be a finite number of at least 0"),
-    ("--noise-std", "nan", "must be a finite number of at least 0"),
-    ("--noise-std", "11", "must be at most 10 (pixels lie in [0, 1])"),
-    ("--min-delta", "-1", "must be a finite number of at least 0"),
-    ("--seed", str(2**64), "must be from 0 to 2**64 - 1"),
-    ("--seed", "-1", "must be from 0 to 2**64 - 1"),
-    ("--device", "tpu", "unknown device 'tpu'"),
-    ("--epochs", "ten", "invalid positive_int value"),
+    ("--lr", "0", "must be a finite number above 0, got 0.0"),
+    ("--lr", "inf", "must be a finite number above 0, got inf"),
+    ("--noise-std", "-0.1", "must be a finite number of at least 0, got -0.1"),
+    ("--noise-std", "nan", "must be a finite number of at least 0, got nan"),
+    ("--noise-std", "11", "must be at most 10 (pixels lie in [0, 1]), got 11"),
+    ("--min-delta", "-1", "must be a finite number of at least 0, got -1.0"),
+    ("--seed", str(2**64), f"must be from 0 to 2**64 - 1, got {2**64}"),
+    ("--seed", "-1", "must be from 0 to 2**64 - 1, got -1"),
+    ("--device", "tpu", "unknown device 'tpu': choose auto, cpu, cuda or mps"),
+    ("--epochs", "ten", "invalid positive_int value: 'ten'"),
 ])
 def test_bad_flags_are_refused_in_one_line_with_status_2(flag, value, complaint, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main([flag, value])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert complaint in error and "Traceback" not in error
-    assert error.splitlines()[-1].startswith("train.py: error: argument") or "__main__" in error
+    assert error.splitlines()[0].startswith("usage: train.py [-h]")  # argparse's usage, then the one line
+    assert error.splitlines()[-1] == f"train.py: error: argument {flag}: {complaint}"
 
 
 def test_a_bad_flag_in_a_notebook_raises_an_error_it_shows_and_the_session_goes_on():
@@ -139,6 +230,14 @@ def test_a_bad_flag_in_a_notebook_raises_an_error_it_shows_and_the_session_goes_
 
 def test_the_largest_seed_is_taken():
     assert train.parse_args(["--seed", str(2**64 - 1)]).seed == 2**64 - 1
+
+
+def test_device_auto_is_the_accelerator_if_there_is_one_else_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    assert train.parse_args(["--device", "auto"]).device == torch.device("cpu")
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("cuda"))
+    assert train.parse_args([]).device == torch.device("cuda")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -161,13 +260,14 @@ def test_a_new_run_replaces_the_old_one_without_mixing(tiny_data_dir, tmp_path, 
     # A 2-number code, for which visualize.py also draws latent_grid.png: every file the scripts can write.
     train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2", "--latent-dim", "2"))
     evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
+    matplotlib.use("Agg")
     visualize.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
     evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir), "--noise-std", "0.5"])
     (run_dir / "notes.txt").write_text("the user's own notes")
     # written.txt names exactly what the other scripts wrote.
     written = {p.name for p in run_dir.iterdir()} - {CHECKPOINT_FILE, runs.LOCK_FILE, runs.WRITTEN_FILE}
     assert set(runs.written_files(run_dir)) == written - {"notes.txt"}
-    assert {"metrics.json", "metrics-noise0.5.json", "latent_grid.png", "loss_curves.png"} <= written
+    assert {"metrics.json", "metrics-noise0.5.json", "latent_grid.png", "loss_curves.png", "explorer.html"} <= written
     capsys.readouterr()
 
     train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "1"))
@@ -178,49 +278,10 @@ def test_a_new_run_replaces_the_old_one_without_mixing(tiny_data_dir, tmp_path, 
     assert len(load_checkpoint(run_dir / CHECKPOINT_FILE)[1]["history"]["val_loss"]) == 1
 
 
-def test_ctrl_c_keeps_the_best_checkpoint_and_the_history(tiny_data_dir, tmp_path):
-    returncode, output, errors, epoch_lines = run_train_process(tmp_path, tiny_data_dir, signal.SIGINT)
-    assert returncode == 130
-    assert "Traceback" not in errors
-    assert "(interrupted)" in output and str(tmp_path / "run" / CHECKPOINT_FILE) in output
-    _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
-    assert checkpoint["stop_reason"] == "interrupted"
-    assert len(checkpoint["history"]["val_loss"]) == len(epoch_lines) >= 3
-    # The interrupted run is a run like any other.
-    assert evaluate.evaluate(tmp_path / "run", tiny_data_dir, None)["run"]["state"] == "interrupted"
-
-
-def run_train_process(tmp_path, data_dir, stop_signal, after_epochs=3):
-    """A real train.py process, started from another directory, sent `stop_signal` after a few epochs."""
-    command = [sys.executable, "-u", str(ROOT / "train.py"),
-               *tiny_train_args(data_dir, tmp_path / "run", "--epochs", "100000", "--patience", "100000")]
-    # A shell starts background jobs with SIGINT ignored, and Python then never turns it into Ctrl-C;
-    # the child gets SIGINT's default back, as a process started from a terminal has it.
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    epoch_lines = []
-    for line in process.stdout:
-        if line.startswith("epoch"):
-            epoch_lines.append(line)
-            if len(epoch_lines) == after_epochs:
-                process.send_signal(stop_signal)
-                break
-    output, errors = process.communicate(timeout=60)
-    epoch_lines += [line for line in output.splitlines() if line.startswith("epoch")]
-    return process.returncode, output, errors, epoch_lines
-
-
-def test_sigterm_keeps_the_full_history_like_ctrl_c(tiny_data_dir, tmp_path):
-    """`timeout`, a job scheduler or a notebook kernel stop sends SIGTERM: nothing may be lost."""
-    returncode, output, errors, epoch_lines = run_train_process(tmp_path, tiny_data_dir, signal.SIGTERM)
-    assert returncode == 143  # 128 + SIGTERM's 15, as the shell reports a process that SIGTERM stopped
-    assert "Traceback" not in errors and "(terminated)" in output
-    _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
-    assert checkpoint["stop_reason"] == "terminated"
-    assert len(checkpoint["history"]["val_loss"]) == len(checkpoint["history"]["train_loss"]) == len(epoch_lines) >= 3
-
-
 def test_checkpoints_get_ordinary_file_permissions(tiny_data_dir, tmp_path):
+    import os
+    import stat
+
     old_umask = os.umask(0o022)
     try:
         train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "1"))
@@ -241,7 +302,8 @@ def test_a_run_that_fails_to_start_replaces_nothing(tiny_data_dir, tmp_path, cap
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "1", "--val-size", "100000"))
-    assert "choose a --val-size between 1 and 290" in str(exit_info.value.code)
+    assert exit_info.value.code == (f"error: a validation set of 100,000 images leaves too few of the 300 in "
+                                    f"{tiny_data_dir} for training: choose a --val-size between 1 and 290")
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
     assert "replaced" not in capsys.readouterr().out
 
@@ -278,20 +340,24 @@ def test_train_one_epoch_refuses_images_of_the_wrong_shape_or_type():
             train.train_one_epoch(model, optimizer, wrong, 4, 0.2)
 
 
-@pytest.mark.parametrize("latent_dim", ["3", "1"])
-def test_every_script_works_with_another_latent_size(tiny_data_dir, tmp_path, capsys, latent_dim):
+def test_every_script_works_with_a_code_of_one_number_and_a_decoder_the_page_cannot_run(
+        tiny_data_dir, tmp_path, monkeypatch, capsys):
     matplotlib.use("Agg")  # what matplotlib picks where there is no display
     run_dir = tmp_path / "run"
-    train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2", "--latent-dim", latent_dim))
+    train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2", "--latent-dim", "1"))
     evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
+    monkeypatch.setattr(explorer, "DECODER_LAYERS", (nn.Linear, nn.Sigmoid))  # as if LeakyReLU were unknown
     # --show where matplotlib found no display (as here, drawing with Agg): it says so, and writes.
     visualize.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir), "--show"])
     output = capsys.readouterr().out
     assert "--show: no display here" in output
-    assert f"{latent_dim}-D test codes" in output and f"PCA with {latent_dim} components" in output
-    for name in ("latent_pairs.png", "samples.png", "interpolations.png"):
+    assert "1-D test codes" in output and "PCA with 1 components" in output
+    for name in ("latent_pairs.png", "samples.png", "interpolations.png", "loss_curves.png"):
         assert f"wrote {run_dir / name}" in output
     assert "latent_grid.png" not in output  # drawn for a 2-number code only
+    # No page for a decoder it cannot run, one line that says why, and every figure still written.
+    assert "no explorer page: decoder.layers.1 is a LeakyReLU, which the page's decoder cannot run" in output
+    assert output.count("wrote") == 7 and not (run_dir / "explorer.html").exists()
 
 
 @requires_real_data
@@ -305,46 +371,92 @@ def test_two_epochs_on_real_fashion_mnist(tmp_path, capsys):
     assert val_loss[1] < val_loss[0] < 0.4  # from about 0.5 for an untrained sigmoid output
 
 
-# What a student copies into a notebook for the recipe (README, "Take the recipe into coursework"):
-# these definitions of train.py, under the imports below, with dae.py and data.py beside them.
-RECIPE_PIECES = ("RECIPE", "training_loss", "make_optimizer", "train_one_epoch", "validation_loss", "EarlyStopping")
-NOTEBOOK_IMPORTS = """\
-import math
-from collections import defaultdict
+# ---- README: the one file a student hands in, and the notebook snippet ----
 
-import torch
-import torch.nn.functional as F
-
-from dae import DenoisingAutoencoder
-from data import add_noise, check_images
-"""
+README = (ROOT / "README.md").read_text()
+PROJECT_MODULES = {path.stem for path in ROOT.glob("*.py")}
 
 
-def recipe_cell() -> str:
-    """The recipe's definitions, cut out of train.py's source as a student would copy them."""
-    source = (ROOT / "train.py").read_text()
-    cell = [NOTEBOOK_IMPORTS]
+def readme_block(after: str) -> str:
+    """The first ```python block of README after the line `after`."""
+    return re.search(r"```python\n(.*?)```", README[README.index(after):], re.DOTALL).group(1)
+
+
+def coursework_pieces() -> dict[str, list[str]]:
+    """README's table of what to paste: file -> the names of its definitions, in order."""
+    section = README[README.index("## Hand in one file"):]
+    rows = re.findall(r"^\| `(\w+\.py)` \| (.+) \|$", section[: section.index("\n## ")], re.MULTILINE)
+    return {file: re.findall(r"`(\w+)`", names) for file, names in rows}
+
+
+def definitions(file: str, names: list[str]) -> list[str]:
+    """The source of each named top-level definition of `file`, as a student copies it."""
+    source = (ROOT / file).read_text()
+    found = {}
     for node in ast.parse(source).body:
         name = node.targets[0].id if isinstance(node, ast.Assign) else getattr(node, "name", None)
-        if name in RECIPE_PIECES:
+        if name in names:
             first = min([node.lineno, *(decorator.lineno for decorator in getattr(node, "decorator_list", []))])
-            cell.append("\n".join(source.splitlines()[first - 1 : node.end_lineno]))
-    return "\n\n".join(cell)
+            found[name] = "\n".join(source.splitlines()[first - 1 : node.end_lineno])
+    assert set(found) == set(names), f"README names {set(names) - set(found)}, which {file} does not define"
+    return [found[name] for name in names]
 
 
-def test_the_recipe_works_copied_into_a_notebook_without_the_plumbing(tiny_data_dir):
-    namespace = {}
-    exec(compile(recipe_cell(), "notebook-cell", "exec"), namespace)  # nothing of runs.py or cli.py
-    assert set(RECIPE_PIECES) <= set(namespace)
-    (images, _), (val_clean, val_noisy) = load_training_split(tiny_data_dir, 60, 0.2,
-                                                               generator=torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    model = namespace["DenoisingAutoencoder"](namespace["RECIPE"]["latent_dim"])
-    optimizer = namespace["make_optimizer"](model, 1e-2)
-    stopping = namespace["EarlyStopping"](patience=3, min_delta=0.0)
-    losses = [namespace["validation_loss"](model, val_noisy, val_clean)]  # untrained
-    for _ in range(4):
-        namespace["train_one_epoch"](model, optimizer, images, 32, 0.2)
-        losses.append(namespace["validation_loss"](model, val_noisy, val_clean))
-        stopping.should_stop(losses[-1])
-    assert losses[-1] < 0.5 * losses[0]
+def test_the_coursework_file_is_self_contained_and_trains_at_d_2(tiny_data_dir, tmp_path, monkeypatch, capsys):
+    """README's one-file route: its imports, exactly its pieces, its own lines; nothing of the project importable."""
+    pieces = [piece for file, names in coursework_pieces().items() for piece in definitions(file, names)]
+    assert len(pieces) >= 20
+    imports, pasted = readme_block("## Hand in one file"), "\n\n".join(pieces)
+    own_lines = readme_block("Your own lines")
+    handed_in = "\n\n".join([imports.rstrip(), pasted, own_lines])
+    stated = re.search(r"The pieces come to (\d+) lines, the whole file with the lines below to\s+(\d+)", README)
+    assert (pasted.count("\n") + 1, handed_in.count("\n") + 1) == tuple(map(int, stated.groups())) <= (300, 300)
+    for old, new in (('"data"', repr(str(tiny_data_dir))), ("(2, 8)", "(2,)")):
+        assert old in handed_in
+        handed_in = handed_in.replace(old, new)
+    handed_in = handed_in.replace("torch.manual_seed(0)", "RECIPE.update(epochs=3, batch_size=32, val_size=60)  # the "
+                                  "test's change\ntorch.manual_seed(0)", 1)
+
+    def no_project_import(name, *arguments, **keywords):
+        if name.split(".")[0] in PROJECT_MODULES:
+            raise ImportError(f"the handed-in file imports {name}, which the grader does not have")
+        return builtins.__import__(name, *arguments, **keywords)
+
+    monkeypatch.chdir(tmp_path)
+    matplotlib.use("Agg")
+    exec(compile(handed_in, str(tmp_path / "coursework.py"), "exec"),
+         {"__name__": "__main__", "__builtins__": {**vars(builtins), "__import__": no_project_import}})
+    output = capsys.readouterr().out
+    assert re.search(r"^d = 2: test MAE 0\.\d{5}$", output, re.MULTILINE), output
+    assert (tmp_path / "latent_grid.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_readmes_notebook_snippet_runs(trained_tiny_run, tmp_path, monkeypatch, capsys):
+    snippet = readme_block("## Use it from a notebook")
+    tiny = '"--batch-size", "32", "--val-size", "60", "--device", "cpu"'  # what the tiny stand-in needs
+    for old, new in (('"/path/to/the/clone"', repr(str(ROOT))), ('"--batch-size", "256"', tiny)):
+        assert old in snippet
+        snippet = snippet.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")  # where its run goes
+    monkeypatch.setattr(files, "DATA_DIR", trained_tiny_run / "data")  # the default --data-dir, and the snippet's
+    monkeypatch.setattr(train, "DATA_DIR", trained_tiny_run / "data")
+    matplotlib.use("Agg")
+    exec(compile(snippet, "notebook-cell", "exec"), {"__name__": "__main__"})
+    output = capsys.readouterr().out
+    assert re.search(r"test MAE 0\.\d{5}; best epoch \d+; ", output), output
+    assert (tmp_path / "recon.png").is_file() and (tmp_path / "codes.png").is_file()
+
+
+def test_the_test_mae_function_is_the_published_metric_by_hand():
+    class Halves(torch.nn.Module):  # encodes nothing; decodes every code to an image of 0.5
+        def encode(self, images):
+            return torch.zeros(len(images), 1)
+
+        def decode(self, codes):
+            return torch.full((len(codes), 1, 2, 2), 0.5)
+
+    clean = torch.tensor([[[[0.0, 1.0], [0.5, 0.75]]]])
+    # |0.5 - 0|, |0.5 - 1|, 0, |0.5 - 0.75|: mean (0.5 + 0.5 + 0 + 0.25) / 4 = 0.3125
+    assert baselines.model_mae(Halves(), torch.rand(1, 1, 2, 2), clean) == pytest.approx(0.3125)
+    assert F.l1_loss(torch.full((1, 1, 2, 2), 0.5), clean).item() == pytest.approx(0.3125)
