@@ -181,10 +181,13 @@ def plot_loss_curves(history: dict, best_epoch: int | None = None, stopped_early
     if len(epochs) < 5:  # too few for that locator, which then falls back to fractions of an epoch
         axis.set_xlim(0.5, len(epochs) + 0.5)
         axis.set_xticks(list(epochs))
-    axis.set_yscale("log")  # the first epochs fall fast; a log scale keeps the late ones readable
+    # The first epochs fall fast: a log scale keeps the late ones readable, where the losses are
+    # costs above 0 (a fork's, in nats of a density on [0, 1], may fall below).
+    log_scale = min(history["train_loss"] + history["val_loss"]) > 0
+    axis.set_yscale("log" if log_scale else "linear")
     axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
     axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
-    axis.set_ylabel("loss (log scale)")
+    axis.set_ylabel("loss (log scale)" if log_scale else "loss")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
     for index, (panel, name) in enumerate(zip(axes[1:, 0], other_terms)):

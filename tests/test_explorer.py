@@ -241,7 +241,7 @@ def test_the_page_says_what_is_on_screen_after_each_kind_of_edit(tab, page):
     assert shown(tab)["view"].startswith("Showing: edited from test image 85 (Bag)")
     assert "where the code started: it has been edited since" in tab.inner_text("#picked")
     tab.click("#sample")
-    assert shown(tab)["view"].startswith("Showing: a sample from a Gaussian fitted to the training codes")
+    assert shown(tab)["view"] == f"Showing: a sample from {tab.evaluate('RUN.sampling.source')}."
     assert tab.inner_text("#picked").startswith("no test image behind this code")
     assert tab.input_value("#class") == ""  # the class menu no longer names the old image's class
 
