@@ -80,32 +80,26 @@ def test_a_checkpoint_of_another_kind_is_refused_by_name(contents, complaint):
     assert "train.py" in str(error.value) and "\n" not in str(error.value)
 
 
-class WiderDecoder(DenoisingAutoencoder):
-    """A fork's model: the decoder's first layer 8 -> 32, not 8 -> 64."""
-
-    def __init__(self, latent_dim: int = 8):
-        super().__init__(latent_dim)
-        self.decoder.layers[0] = nn.Linear(latent_dim, 32)
-        self.decoder.layers[2] = nn.Linear(32, 128)
-
-
 def test_a_checkpoint_names_the_layer_where_its_model_and_this_code_differ():
-    fork = WiderDecoder()
+    fork = DenoisingAutoencoder()
+    fork.decoder.layers[0] = nn.Linear(fork.latent_dim, 32)  # a fork's model: another first layer of the decoder
     contents = checkpoint_contents(fork, fork.state_dict())
-    assert contents["architecture"][6] == "decoder.layers.0: Linear(in_features=8, out_features=32, bias=True)"
+    ours = dae.architecture(DenoisingAutoencoder())
+    where = [line.split(":")[0] for line in ours].index("decoder.layers.0")
+    assert contents["architecture"][where] == "decoder.layers.0: Linear(in_features=8, out_features=32, bias=True)"
     with pytest.raises(CheckpointError) as error:
         model_from_checkpoint(contents, "c.pt")
     assert str(error.value) == (
-        "c.pt holds a model of other layers than this code's (it has decoder.layers.0: Linear(in_features=8, "
-        "out_features=32, bias=True) where this code has decoder.layers.0: Linear(in_features=8, "
-        "out_features=64, bias=True)): use it with the code that trained it, or train one with `python train.py`")
+        f"c.pt holds a model of other layers than this code's (it has decoder.layers.0: Linear(in_features=8, "
+        f"out_features=32, bias=True) where this code has {ours[where]}): use it with the code that trained it, or "
+        f"train one with `python train.py`")
 
 
 def test_a_checkpoint_that_claims_a_huge_model_is_refused_before_anything_is_allocated():
     small = DenoisingAutoencoder(8)
     contents = {**checkpoint_contents(small, small.state_dict()), "model_args": {"latent_dim": 10**12}}
     del contents["architecture"]  # only the weights can tell: and they are far smaller than it claims
-    with pytest.raises(CheckpointError, match=r"\(it has (\S+): \(\d+, 64\) where this code has \1: \(\d{13,}, 64\)\)"):
+    with pytest.raises(CheckpointError, match=r"\(it has (\S+): \(\d+, \d+\) where this code has \1: \(\d{13,}, \d+\)"):
         model_from_checkpoint(contents, "c.pt")  # 256 TB of weights, were it built for real
 
 

@@ -87,7 +87,7 @@ def assert_draws_as_the_model(tab, path, model, seed=0):
     assert tab.errors == []
 
 
-def test_the_page_draws_what_the_published_decoder_draws(tab, page):
+def test_the_page_draws_what_the_runs_decoder_draws(tab, page):
     model, _ = load_checkpoint(page.parent / CHECKPOINT_FILE)
     assert_draws_as_the_model(tab, page, model)
 
@@ -323,7 +323,7 @@ def test_a_notebook_frame_shows_the_page_whole(tab, page):
 
 
 @requires_real_data
-def test_the_page_stays_under_its_size_limit_from_2_to_784_numbers(tmp_path):
+def test_the_published_models_page_stays_under_its_size_limit_from_2_to_784_numbers(tmp_path):
     """The size depends on the numbers' count, not on their values: real labels, random codes, one load."""
     clean, labels = load_fashion_mnist(REAL_DATA_DIR, train=False)
     checkpoint = {"config": {"noise_std": 0.2}, "best_epoch": 1, "stamp": "s"}
