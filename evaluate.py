@@ -13,8 +13,10 @@ Every method is fitted once, at the noise the run trained with (the blur's width
 training codes for the neighbours), and a test at other noise measures them as they are.
 
 Prints a report and writes it to <run-dir>/metrics.json; at a --noise-std other than the run's own,
-to metrics-noise<std>.json beside it. Runs on the CPU, so every machine gives the same numbers for
-the same checkpoint.
+to metrics-noise<std>.json beside it. It runs on the CPU: the same checkpoint on the same machine,
+with the same versions and thread count, gives the same numbers to the last bit. Another thread
+count or CPU changes the order of the sums, and so the last digits (measured: 1 thread against 2,
+test MAE 0.0675393865 against 0.0675393939, the same to the 5 decimals the report prints).
 """
 
 import json
