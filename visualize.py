@@ -28,7 +28,6 @@ from pathlib import Path
 import cli  # first: Ctrl-C while torch and matplotlib load is then one line, not a traceback
 import matplotlib
 import matplotlib.pyplot as plt
-import matplotlib.ticker
 import torch
 import torchvision
 
@@ -84,7 +83,7 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLA
     # Each dimension's range holds 99% of the codes, with a margin, so that outliers do not squash the rest.
     low, high = torch.quantile(codes, torch.tensor([0.005, 0.995]), dim=0)  # (d,) each
     ranges = torch.stack([low - 0.05 * (high - low), high + 0.05 * (high - low)], dim=1).tolist()
-    colours = matplotlib.colormaps["tab10"].colors  # one distinct colour per class
+    colours = plt.get_cmap("tab10").colors  # one distinct colour per class
     # d = 2 or 3: larger panels, so the legend fits beside. Past d = 8 the whole plot keeps d = 8's size
     # (10.4 inches), with smaller panels, so that the PNG stays under 600 KB (d = 16 would be 2.1 MB).
     panel_inches = min(3.0, max(1.3, 6 / dimensions), 10.4 / dimensions)
@@ -106,9 +105,9 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLA
                 axis.scatter(codes[:, column].numpy(), codes[:, row].numpy(), c=point_colours,
                              s=panel_inches**2 / 1.7, alpha=0.4, linewidths=0, rasterized=True)  # grow with the panel
                 axis.set_ylim(ranges[row])
-                axis.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(ticks))
+                axis.yaxis.set_major_locator(plt.MaxNLocator(ticks))
             axis.set_xlim(ranges[column])
-            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(ticks))
+            axis.xaxis.set_major_locator(plt.MaxNLocator(ticks))
             axis.tick_params(labelsize=6)
             # Labels on the outer edge only, as pair plots have them: the bottom row and the left column.
             if row == dimensions - 1:
@@ -177,7 +176,7 @@ def plot_loss_curves(history: dict, best_epoch: int | None = None, stopped_early
     if stopped_early:
         axis.axvline(len(epochs), color="firebrick", linestyle=":", linewidth=1.5,
                      label=f"early stopping, epoch {len(epochs)}")
-    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no epoch 1.5 on short runs
+    axis.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # no epoch 1.5 on short runs
     if len(epochs) < 5:  # too few for that locator, which then falls back to fractions of an epoch
         axis.set_xlim(0.5, len(epochs) + 0.5)
         axis.set_xticks(list(epochs))
@@ -185,8 +184,8 @@ def plot_loss_curves(history: dict, best_epoch: int | None = None, stopped_early
     # costs above 0 (a fork's, in nats of a density on [0, 1], may fall below).
     log_scale = min(history["train_loss"] + history["val_loss"]) > 0
     axis.set_yscale("log" if log_scale else "linear")
-    axis.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
-    axis.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+    axis.yaxis.set_major_formatter(plt.FormatStrFormatter("%.2f"))
+    axis.yaxis.set_minor_formatter(plt.FormatStrFormatter("%.2f"))
     axis.set_ylabel("loss (log scale)" if log_scale else "loss")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)

@@ -124,7 +124,9 @@ def test_each_signal_stops_a_training_cleanly_a_second_training_is_refused_and_k
         checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)[1]
         assert (checkpoint["stop_kind"], checkpoint["stop_reason"]) == (kind, kind)
         epoch_lines = [line for line in output.splitlines() if line.startswith("epoch")]
-        assert len(checkpoint["history"]["val_loss"]) == len(epoch_lines) >= 2  # every finished epoch, no more
+        # Every finished epoch, and no more; the signal may fall between an epoch's record and its line.
+        assert len(epoch_lines) <= len(checkpoint["history"]["val_loss"]) <= len(epoch_lines) + 1
+        assert len(epoch_lines) >= 2
         assert checkpoint["config"]["epochs"] == 100000  # the second training changed nothing
 
     killed = run_dirs["killed"]

@@ -8,6 +8,7 @@ from matplotlib.collections import PathCollection
 
 import visualize
 from baselines import PrincipalComponents
+from conftest import ROOT
 from dae import DenoisingAutoencoder
 
 matplotlib.use("Agg")
@@ -233,3 +234,28 @@ def test_a_missing_run_gives_the_same_advice_as_evaluate(tmp_path):
         visualize.main(["--run-dir", str(tmp_path)])
     expected = f"error: no checkpoint at {tmp_path / 'checkpoint.pt'}: run `python train.py` first, or pass --run-dir"
     assert exit_info.value.code == expected
+
+
+def test_the_figures_an_assignment_needs_run_pasted_alone():
+    """README: plot_reconstructions, plot_latent_pairs, plot_latent_grid and plot_loss_curves each work pasted
+    below its imports, with data.py's CLASS_NAMES (a piece of the one file) and nothing of visualize.py."""
+    import ast
+    import builtins
+
+    from test_train import definitions, readme_block
+
+    source = (ROOT / "visualize.py").read_text()
+    names = ["plot_reconstructions", "plot_latent_pairs", "plot_latent_grid", "plot_loss_curves"]
+    cell = "\n\n".join([readme_block("## Hand in one file"), *definitions("data.py", ["CLASS_NAMES"]),
+                        *definitions("visualize.py", names)])
+    assert {node.name for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)} >= set(names)
+    namespace = {"__builtins__": builtins}
+    exec(compile(cell, "notebook-cell", "exec"), namespace)  # no import of visualize.py, no constant of it
+    images, labels = torch.rand(30, 1, 28, 28), torch.arange(30) % 10
+    torch.manual_seed(0)
+    figures = [namespace["plot_reconstructions"]({"clean": images, "noisy": images}, labels),
+               namespace["plot_latent_pairs"](torch.randn(30, 3), labels),
+               namespace["plot_latent_grid"](DenoisingAutoencoder(2), torch.randn(30, 2), labels, steps=3),
+               namespace["plot_loss_curves"]({"train_loss": [0.3, 0.2], "val_loss": [0.25, 0.22]})]
+    for figure in figures:
+        figure.canvas.draw()  # drawn whole, as savefig would
