@@ -61,7 +61,7 @@ def plot_reconstructions(rows: dict, labels: torch.Tensor, class_names=CLASS_NAM
     # clipped, not rescaled into a different picture.
     picture = torchvision.utils.make_grid(chosen.clamp(0, 1), nrow=len(class_names), padding=2, pad_value=1)[0]
     figure, axis = plt.subplots(figsize=(1.2 * len(class_names) + 1.6, 1.2 * len(rows) + 0.5))
-    axis.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1)
+    axis.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     centres = [2 + 30 * index + 13.5 for index in range(max(len(class_names), len(rows)))]  # 28 pixels + 2 apart
     axis.set_xticks(centres[: len(class_names)], class_names, fontsize=9)
     axis.set_yticks(centres[: len(rows)], list(rows), fontsize=9)
@@ -236,7 +236,7 @@ def plot_latent_traversals(model: torch.nn.Module, codes: torch.Tensor):
     picture = tile(images, TRAVERSAL_STEPS, gap)  # (rows, columns) of pixels
     width = 0.95 * TRAVERSAL_STEPS  # inches of images; the figure keeps the picture's own shape
     figure, axis = plt.subplots(figsize=(width + 0.8, width * picture.shape[0] / picture.shape[1] + 1.1))
-    axis.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1)
+    axis.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")  # crisp pixels, a smaller PNG
     columns, rows = tile_centres(TRAVERSAL_STEPS, gap), tile_centres(dimensions, gap)
     axis.set_xticks(columns, [f"{fraction:.0%}" for fraction in fractions.tolist()])
     axis.set_yticks(rows, [f"z{dimension}" for dimension in range(dimensions)])
@@ -290,7 +290,7 @@ def plot_samples(images: torch.Tensor, title: str):
     """A square grid of decoded samples (N, 1, 28, 28), N a square number, under `title`."""
     side = math.isqrt(len(images))
     figure, axis = plt.subplots(figsize=(6, 6.4))
-    axis.imshow(tile(images, side).numpy(), cmap="gray", vmin=0, vmax=1)
+    axis.imshow(tile(images, side).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     axis.axis("off")
     axis.set_title(title, fontsize=9, wrap=True)
     figure.tight_layout()
@@ -323,7 +323,8 @@ def plot_interpolations(pairs: dict):
     figure, axes = plt.subplots(len(pairs), 1, figsize=(9.5, 3.2 * len(pairs)), squeeze=False)
     for axis, (title, rows) in zip(axes[:, 0], pairs.items()):
         steps = len(next(iter(rows.values())))
-        axis.imshow(tile(torch.cat(list(rows.values())), steps).numpy(), cmap="gray", vmin=0, vmax=1)
+        axis.imshow(tile(torch.cat(list(rows.values())), steps).numpy(), cmap="gray", vmin=0, vmax=1,
+                    interpolation="nearest")
         axis.set_yticks(tile_centres(len(rows)), list(rows))  # each row named at its middle
         axis.set_xticks(tile_centres(steps), [f"{t:.2g}" for t in torch.linspace(0, 1, steps).tolist()])
         axis.tick_params(length=0, labelsize=8)
