@@ -287,7 +287,7 @@ def test_output_to_a_closed_pipe_ends_quietly_and_to_a_full_device_in_one_line(s
     buffered as Python buffers it for a file: the first full buffer fails, some epochs in."""
     flags = ["--run-dir", str(finished_run), "--data-dir", str(tiny_run / "data")]
     closed = scripts.start("evaluate.py", *flags, cwd=tmp_path, stdout="closed pipe")
-    endless = ("--epochs", "100000", "--patience", "100000")  # more lines than a buffer holds
+    endless = ("--epochs", "100000", "--patience", "100000", "--batch-size", "256")  # more lines than a buffer
     full = scripts.start("train.py", *tiny_train_args(tiny_run / "data", tmp_path / "new", *endless), cwd=tmp_path,
                          stdout="/dev/full", unbuffered=False)
     assert (closed.wait(), closed.stderr()) == (141, "")

@@ -76,7 +76,15 @@ def test_writes_never_follow_a_link_planted_where_the_file_or_its_temporary_goes
     assert not (run_dir / "loss_curves.png").is_symlink()
 
 
-def test_ctrl_c_during_the_first_save_of_a_replacing_run_leaves_no_mixture(tiny_run, monkeypatch):
+@pytest.fixture
+def ctrl_c_delivered():
+    """Ctrl-C as a terminal delivers it, also where the tests run as a background job, which ignores it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_the_first_save_of_a_replacing_run_leaves_no_mixture(tiny_run, monkeypatch, ctrl_c_delivered):
     run_dir, data_dir = tiny_run / "run", tiny_run / "data"
     evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(data_dir)])
     real_save, saves = runs.save_checkpoint, []
@@ -133,9 +141,8 @@ def test_each_signal_stops_a_training_cleanly_a_second_training_is_refused_and_k
     assert runs.training_pid(killed) is None  # the operating system let go of the lock
     assert load_checkpoint(killed / CHECKPOINT_FILE)[1]["stop_kind"] == runs.RUNNING
     monkeypatch.setattr(runs, "RUNS_DIR", killed.parent)
-    evaluate.main(["--data-dir", str(tiny_data_dir)])  # the newest run there, with no --run-dir
-    output = capsys.readouterr().out
-    assert f"evaluating the newest run, {killed} " in output and f"({STOPPED_UNRECORDED})" in output
+    assert runs.run_to_use(None, "evaluating") == killed  # the newest run there, with no --run-dir: its weights
+    assert runs.run_state(load_checkpoint(killed / CHECKPOINT_FILE)[1], killed) == STOPPED_UNRECORDED
 
 
 def test_reports_record_the_checkpoint_they_describe_and_a_stale_one_is_never_written(tiny_run):

@@ -374,14 +374,12 @@ def test_every_script_works_with_a_code_of_one_number_and_a_decoder_the_page_can
 
 
 @requires_real_data
-def test_two_epochs_on_real_fashion_mnist(tmp_path, capsys):
-    train.main(["--epochs", "2", "--data-dir", str(REAL_DATA_DIR), "--run-dir", str(tmp_path / "run"),
+def test_an_epoch_on_real_fashion_mnist(tmp_path, capsys):
+    train.main(["--epochs", "1", "--data-dir", str(REAL_DATA_DIR), "--run-dir", str(tmp_path / "run"),
                 "--device", "cpu"])
     output = capsys.readouterr().out
     assert "50,000 training and 10,000 validation images" in output
-    model, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
-    val_loss = checkpoint["history"]["val_loss"]
-    assert val_loss[1] < val_loss[0]
+    model, _ = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
     images, _ = load_fashion_mnist(REAL_DATA_DIR, train=False)
     assert baselines.model_mae(model, images, images) < 0.4  # from about 0.5 for an untrained sigmoid output
 
