@@ -144,8 +144,9 @@ def model_from_checkpoint(checkpoint, source) -> DenoisingAutoencoder:
         with torch.device("meta"):
             skeleton = DenoisingAutoencoder(**arguments)
     except (TypeError, ValueError, RuntimeError) as error:  # no arguments, or ones it cannot take
-        raise CheckpointError(f"{source} describes a model this code cannot build ({error})",
-                              "train one with `python train.py`") from None
+        reason = str(error).partition("\n")[0] or type(error).__name__  # some torches say more
+        raise CheckpointError(f"{source} describes a model this code cannot build from "
+                              f"model_args {arguments} ({reason})") from None
     difference = (first_difference(checkpoint.get("architecture"), architecture(skeleton))
                   or first_difference(shapes(weights), shapes(skeleton.state_dict())))
     if difference:

@@ -1,5 +1,7 @@
 """bench.py runs end to end, and counts an epoch's arithmetic as a hand count does (no timing is asserted)."""
 
+import re
+
 from torch import nn
 
 import bench
@@ -20,7 +22,9 @@ def test_bench_runs_end_to_end_on_the_tiny_stand_in(tiny_data_dir, capsys, monke
     assert "CUDA graph" not in captured.out  # only on CUDA
     header = [line for line in captured.out.splitlines() if line.startswith("training epoch")][0]
     assert header.split() == ["training", "epoch", "median", "s", "fastest", "slowest", "x", "this", "project"]
-    assert captured.err == ""  # no warning of torch's on the way
+    # No warning on the way. torch 2.6's benchmark module says this one line when it is imported on a
+    # machine with a CUDA compiler and no GPU, as here: torch's own, about the machine, not the bench.
+    assert re.sub(r"No CUDA runtime is found, using CUDA_HOME='[^']*'\n", "", captured.err) == ""
 
 
 def test_the_published_recipe_flops_per_epoch_by_hand():

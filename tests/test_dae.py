@@ -68,7 +68,7 @@ def test_checkpoint_contents_rebuild_an_equal_model_of_the_same_size():
      f"holds a 'fashion-mnist-gan/1' model: this code reads '{dae.CHECKPOINT_FORMAT}'"),
     ({"format": dae.CHECKPOINT_FORMAT}, "holds no model (no model_args or no model_state)"),
     ({"format": dae.CHECKPOINT_FORMAT, "model_args": {"latent_dim": "eight"}, "model_state": {}},
-     "describes a model this code cannot build"),
+     "describes a model this code cannot build from model_args {'latent_dim': 'eight'} ("),
     ({"format": dae.CHECKPOINT_FORMAT, "model_args": {"latent_dim": 8}, "model_state": {}},
      "holds a model of other layers than this code's (it has nothing more where this code has "
      f"{dae.shapes(DenoisingAutoencoder(8).state_dict())[0]})"),  # encoder.layers.1.weight: (128, 784)

@@ -204,7 +204,7 @@ def test_the_latent_grid_decodes_the_code_under_each_cell():
         ordered = codes[:, dimension].sort().values.tolist()
         first = ordered[1] + 0.495 * (ordered[2] - ordered[1])
         last = ordered[297] + 0.505 * (ordered[298] - ordered[297])
-        assert (low, high) == pytest.approx((first - 0.05 * (last - first), last + 0.05 * (last - first)), abs=1e-5)
+        assert (low, high) == pytest.approx((first - 0.05 * (last - first), last + 0.05 * (last - first)), rel=1e-5)
     # The top-left cell shows the image of the code at that cell's centre: low z0, high z1.
     centre = torch.tensor([[x_low + (x_high - x_low) / 8, y_high - (y_high - y_low) / 8]])
     with torch.no_grad():
