@@ -15,6 +15,7 @@ Ctrl-C while torch loads).
     assert script.wait() == 130
 """
 
+import gc
 import io
 import json
 import os
@@ -112,6 +113,9 @@ def serve() -> None:
     sys.path.insert(0, str(ROOT))
     for name in SCRIPTS:  # what costs the seconds: torch, torchvision, matplotlib and the scripts
         __import__(name)
+    # Out of the collector's sight, these objects stay in the pages the children share with this
+    # process: a child's exit then copies a fraction of them, in a third of the time (1.5 s to 0.45 s).
+    gc.freeze()
     requests = b""
     while True:
         readable, _, _ = select.select([0], [], [], 0.02)
@@ -167,10 +171,10 @@ def run_script(request: dict) -> None:
         writer = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(writer, 1)
     os.dup2(os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
-    # The streams a fresh interpreter makes for these files: block-buffered, or unbuffered as with -u.
-    raw = io.FileIO(1, "w", closefd=False)
-    sys.stdout = io.TextIOWrapper(raw if request["unbuffered"] else io.BufferedWriter(raw),
-                                  write_through=request["unbuffered"])
+    # The streams a fresh interpreter makes for these files: block-buffered as open() buffers a file
+    # (a buffer of the file's block size), or unbuffered as with -u.
+    binary = open(1, "wb", buffering=0 if request["unbuffered"] else -1, closefd=False)
+    sys.stdout = io.TextIOWrapper(binary, write_through=request["unbuffered"])
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace")
     os.environ.update(request["environment"])
     sys.argv = [request["script"], *request["arguments"]]

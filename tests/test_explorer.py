@@ -34,11 +34,38 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def tab(browser):
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
+WINDOW = {"width": 1200, "height": 900}
+
+
+def new_tab(browser):
+    page = browser.new_page(viewport=WINDOW)
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    return page
+
+
+@pytest.fixture(scope="module")
+def shared_tab(browser):
+    page = new_tab(browser)
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def tab(shared_tab):
+    """One tab for the module, blank and of the usual size again for each test: a new tab costs a
+    renderer's start (0.2 s), and each test loads the page afresh anyway."""
+    shared_tab.goto("about:blank")
+    shared_tab.set_viewport_size(WINDOW)
+    shared_tab.errors = []
+    return shared_tab
+
+
+@pytest.fixture
+def clock_tab(browser):
+    """A tab of its own whose timers run in the test's time, not the wall's: tab.clock.run_for(ms)."""
+    page = new_tab(browser)
+    page.clock.install()  # it stays with the tab, so no other test may use this one
     yield page
     page.close()
 
@@ -206,8 +233,8 @@ def test_editing_the_address_in_an_open_tab_changes_the_view(tab, page):
     assert shown(tab)["notice"] is None
 
 
-def test_a_and_b_and_the_walk_travel_in_the_link_and_one_walk_runs_at_a_time(tab, page):
-    tab.clock.install()  # the walk's steps and the address's writes, in the test's time, not the wall's
+def test_a_and_b_and_the_walk_travel_in_the_link_and_one_walk_runs_at_a_time(clock_tab, page):
+    tab = clock_tab
     open_page(tab, page, "#image=1")
     assert tab.is_disabled("#walk") and "Set both" in tab.inner_text("#walk-note")  # says why it cannot act
     tab.click("#set-a")
@@ -276,13 +303,14 @@ def test_the_sliders_and_the_plane_work_from_the_keyboard_and_read_as_shown(tab,
         assert tab.locator(f"label[for={control}]").count() == 1
 
 
-def test_the_address_is_written_a_few_times_a_second_not_at_every_move(tab, page):
+def test_the_address_is_written_a_few_times_a_second_not_at_every_move(clock_tab, page):
+    tab = clock_tab
     open_page(tab, page)
     tab.evaluate("window.writes = 0; const real = history.replaceState.bind(history);"
                  "history.replaceState = (...a) => { writes += 1; return real(...a); }; 0")
     tab.evaluate("const slider = document.getElementById('z0');"  # 30 moves, as fast as a drag sends them
                  "for (let i = 0; i < 30; i++) { slider.stepUp(); slider.dispatchEvent(new Event('input')); }")
-    tab.wait_for_timeout(400)
+    tab.clock.run_for(1000)
     assert tab.evaluate("writes") == 1  # once, a quarter of a second after the moves began
     assert tab.evaluate("location.hash").startswith(f"#z={tab.evaluate('Number(code[0].toPrecision(6))')},")
 
