@@ -672,7 +672,7 @@ class RunData:
     test_labels: torch.Tensor  # (10000,)
     train_images: torch.Tensor  # the run's training split, clean: (N, 1, 28, 28)
     train_labels: torch.Tensor
-    train_noisy: torch.Tensor  # the training images with noise drawn as train.py's seed draws it
+    train_noisy: torch.Tensor  # the training images with noise from the run's seed: the same each call
     val_clean: torch.Tensor  # the run's validation split, and its noisy images
     val_noisy: torch.Tensor
     train_codes: torch.Tensor  # model.encode of the training images with the run's noise: (N, d)
@@ -697,8 +697,9 @@ def load_split(data_dir, val_size: int, noise_std: float, generator: torch.Gener
 def load_run_data(model, checkpoint: dict, data_dir, noise_std: float | None = None) -> RunData:
     """The data of the run `checkpoint` records, with the test noise at `noise_std` (None: the run's).
 
-    The split, the validation noise and the training images' noise come from one generator seeded
-    with the run's seed, in that order, as train.py drew them: the very same images every time.
+    The split and the validation noise come from a generator seeded with the run's seed, as
+    train.py drew them; the training images' noise for the codes comes next from the same generator
+    (train.py's own changed every batch), so every script sees the very same images every time.
     """
     config = checkpoint["config"]
     generator = torch.Generator().manual_seed(config["seed"])
