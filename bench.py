@@ -195,10 +195,10 @@ def time_arithmetic_alone(image_count: int, device: torch.device) -> tuple[Timin
 
 @cli.script
 def main(argv=None) -> None:
-    parser = cli.ArgumentParser(
+    parser = cli.parser(
         "bench.py", "Time one training epoch of this project beside a bare loop and the DataLoader style.")
     parser.add_argument("--device", type=cli.device, default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--epochs", type=cli.positive_int, default=10,
+    parser.add_argument("--epochs", type=cli.bounded(int, 1), default=10,
                         help="timed epochs per row, after one warm-up")
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
     args = parser.parse_args(argv)

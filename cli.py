@@ -1,191 +1,159 @@
-"""The command line that train.py, evaluate.py, visualize.py, bench.py and explorer.py share: plumbing.
+"""The command line the scripts share: their flags, and every failure as one line and a status.
 
-Nothing here is about the model or its training. It holds:
-
-    ArgumentParser   argparse's parser, named for its script, except that a bad flag raises
-                     FlagError rather than ending the process, so `parse_args([...])` in a notebook
-                     or a REPL shows the mistake
-    the flag types   positive_int, non_negative_int, positive_float, noise_std, seed, latent_dim,
-                     device
-    script           the decorator on each script's main(): an error a user can fix becomes one line
-                     and exit status 1, a bad flag status 2, Ctrl-C 130, a closed pipe 141 (with no
-                     line) and a full output device 1, with no traceback
-
-Each script imports this module before torch, so that Ctrl-C while torch loads (seconds) is
-already one line: the hook below is set before this module's own imports.
+Each script imports this first, so that a failure while torch loads (Ctrl-C, say) is one line too.
 """
 
 import sys
 
 
-def ctrl_c_in_one_line(kind, error, traceback, previous=sys.excepthook):
-    """Ctrl-C before a script's main() has started: "interrupted", not a traceback. Python then
-    ends the process as Ctrl-C does (the shell's status 130); other errors print as they did."""
-    if issubclass(kind, KeyboardInterrupt):
-        print("interrupted", file=sys.stderr)
-    else:
-        previous(kind, error, traceback)
+def in_one_line(kind, error, trace, previous=sys.excepthook):
+    """A failure before main() starts: one line, no traceback."""
+    if sys.flags.dev_mode:
+        previous(kind, error, trace)
+    print("interrupted" if issubclass(kind, KeyboardInterrupt) else f"error: {in_words(error)}", file=sys.stderr)
 
 
-sys.excepthook = ctrl_c_in_one_line
+sys.excepthook = in_one_line
 
-import argparse  # noqa: E402  (after the hook, on purpose)
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import errno  # noqa: E402
 import functools  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import traceback  # noqa: E402
 
 import torch  # noqa: E402
 
-from dae import IMAGE_PIXELS, CheckpointError  # noqa: E402
-from files import DataError  # noqa: E402
-from runs import MAX_NOISE_STD, OutputError, RunError, silence_output  # noqa: E402
+OUTPUT = "the output"  # how a failed write names stdout
 
 
-class FlagError(ValueError):
-    """A flag is mistyped or has a value the recipe cannot use; the message is argparse's own line."""
+class UserError(Exception):
+    """Something the user can fix; the message says what is wrong, then what to do."""
 
-    def __init__(self, message: str, usage: str):
-        super().__init__(message)
-        self.usage = usage
 
+# ---- Flags ----
 
 class DefaultsInHelp(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each flag's default, except where there is none to show (None, or off)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
+    def _get_help_string(self, action):  # no "(default: None)" or "(default: False)"
+        return super()._get_help_string(action) if action.default not in (None, False) else action.help
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, named for its script however it was started (`python train.py`, a test, a
-    notebook), showing each flag's default in --help, refusing abbreviations (--epoch is not
-    --epochs), and raising FlagError on a bad flag instead of calling sys.exit."""
-
-    def __init__(self, prog: str, description: str):
-        super().__init__(prog=prog, description=description, allow_abbrev=False,
-                         formatter_class=DefaultsInHelp)
-
-    def error(self, message: str):
-        raise FlagError(f"{self.prog}: error: {message}", self.format_usage())
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """argparse, named for its script, each default in --help, no abbreviated flags."""
+    return argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
+                                   formatter_class=DefaultsInHelp)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def bounded(kind, low, high=math.inf, above=False):
+    """A flag type: a finite `kind` (int or float) from `low` (or `above` it) to `high`."""
 
+    def parse(text: str):
+        value = kind(text)
+        if not (math.isfinite(value) and (value > low if above else value >= low) and value <= high):
+            limits = f"from {low} to {high}" if high < math.inf else f"{'above' if above else 'at least'} {low}"
+            raise argparse.ArgumentTypeError(f"must be {limits}, got {text}")
+        return value
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {value}")
-    return value
-
-
-def noise_std(text: str) -> float:
-    value = non_negative_float(text)
-    if value > MAX_NOISE_STD:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {MAX_NOISE_STD:g} (pixels lie in [0, 1]), got {value:g}")
-    return value
-
-
-def seed(text: str) -> int:
-    value = int(text)
-    if not 0 <= value < 2**64:  # torch's generators take 64-bit seeds
-        raise argparse.ArgumentTypeError(f"must be from 0 to 2**64 - 1, got {value}")
-    return value
-
-
-def latent_dim(text: str) -> int:
-    value = positive_int(text)
-    if value > IMAGE_PIXELS:
-        raise argparse.ArgumentTypeError(
-            f"must be at most {IMAGE_PIXELS}: a code larger than the image is no bottleneck")
-    return value
+    parse.__name__ = kind.__name__  # argparse's "invalid int value: 'ten'"
+    return parse
 
 
 def device(name: str) -> torch.device:
     """'auto' is this machine's accelerator (CUDA, Apple MPS ...) or else the CPU."""
     if name == "auto":
-        if torch.accelerator.is_available():
-            return torch.accelerator.current_accelerator()
-        return torch.device("cpu")
-    present = {"cpu": True, "cuda": torch.cuda.is_available(),
-               "mps": torch.backends.mps.is_available()}
+        available = torch.accelerator.is_available()
+        return torch.accelerator.current_accelerator() if available else torch.device("cpu")
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if name not in present:
         raise argparse.ArgumentTypeError(f"unknown device '{name}': choose auto, cpu, cuda or mps")
     if not present[name]:
-        raise argparse.ArgumentTypeError(
-            f"this machine has no {name} device: use --device auto or --device cpu")
+        raise argparse.ArgumentTypeError(f"this machine has no {name} device: use --device auto or cpu")
     return torch.device(name)
 
 
-class CheckedOutput:
-    """sys.stdout, except that a write that fails raises runs.OutputError, which a script and a
-    training run know how to end on (a reader that left, a full device)."""
+# ---- Failures in words ----
+
+LOCAL_DISK = "this file system cannot lock files (a network disk?): use a directory on a local disk"
+CAUSES = {  # errno -> what went wrong: what fixes it
+    errno.ENOSPC: "no space left on the disk: free some space, or write to another disk",
+    errno.EDQUOT: "your disk quota is used up: free some space, or write to another disk",
+    errno.EROFS: "the file system is read-only: write to a disk you can write to",
+    errno.EACCES: "permission denied: change its permissions, or use another directory",
+    errno.EPERM: "permission denied: change its permissions, or use another directory",
+    errno.EISDIR: "a directory is in the way: move or rename it",
+    errno.ENOTDIR: "a file is in the way where a directory should be: move or rename it",
+    errno.EEXIST: "a file is in the way where a directory should be: move or rename it",
+    errno.ENOENT: "it does not exist (was it deleted?): create it, or use another directory",
+    errno.ENOLCK: LOCAL_DISK, errno.ENOSYS: LOCAL_DISK,
+}
+
+
+def in_words(error: BaseException) -> str:
+    """Any failure as one line: what went wrong, and what to do."""
+    if isinstance(error, OSError) and error.filename == OUTPUT:
+        return f"cannot write the output ({error.strerror}): send it to another file or device"
+    if isinstance(error, OSError) and error.errno is not None:
+        cause = CAUSES.get(error.errno, f"{error.strerror}: check the disk, or use another directory")
+        place = error.filename2 or error.filename  # os.replace names its destination second
+        return f"{place}: {cause}" if place else cause
+    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error):  # CUDA's, or a Mac's
+        return "the GPU's memory ran out: train with a smaller --batch-size, or on the CPU with --device cpu"
+    if isinstance(error, MemoryError) or "can't allocate memory" in str(error):
+        return "this machine's memory ran out: pass a smaller --batch-size to train, or close other programs"
+    if isinstance(error, UserError):
+        return str(error)
+    first_line = str(error).strip().partition("\n")[0]
+    return f"{type(error).__name__}: {first_line} (unexpected: `python -X dev` shows where it happened)"
+
+
+class NamedOutput:
+    """sys.stdout, whose failed writes say that it is the output that failed."""
 
     def __init__(self, stream):
         self.stream = stream
 
     def write(self, text: str) -> int:
-        try:
-            return self.stream.write(text)
-        except OSError as error:
-            raise OutputError(error) from None
+        return self.named(self.stream.write, text)
 
     def flush(self) -> None:
-        try:
-            self.stream.flush()
-        except OSError as error:
-            raise OutputError(error) from None
+        self.named(self.stream.flush)
 
-    def __getattr__(self, name):
+    def named(self, call, *arguments):
+        try:
+            return call(*arguments)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, OUTPUT) from None
+
+    def __getattr__(self, name):  # fileno, encoding ...
         return getattr(self.stream, name)
 
 
 def script(main):
-    """Run `main` as command-line tools run: one line and a status for every way it can end badly."""
+    """Run a script's main(): any failure is one line on stderr and status 1; Ctrl-C is 130."""
 
     @functools.wraps(main)
     def run(*arguments, **keywords):
+        if hasattr(signal, "SIGPIPE"):
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head`: end quietly, as Unix tools do
         stdout = sys.stdout
-        sys.stdout = CheckedOutput(stdout) if stdout is not None else None  # None: stdout was closed
+        sys.stdout = NamedOutput(stdout)
         try:
-            try:
-                return main(*arguments, **keywords)
-            finally:
-                if sys.stdout is not None:
-                    sys.stdout.flush()  # piped output waits in a buffer: a reader that left shows up here
-        except FlagError as error:
-            print(f"{error.usage}{error}", file=sys.stderr)  # argparse's own form and status
-            sys.exit(2)
-        except (CheckpointError, DataError, RunError) as error:
-            sys.exit(f"error: {error}")
+            main(*arguments, **keywords)
+            sys.stdout.flush()  # a full device under buffered output shows up here
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
-        except OutputError as error:
-            silence_output()  # the exit's own flush would fail again
-            if error.closed:  # `python evaluate.py | head -3`: the reader has gone, as it meant to
-                sys.exit(141)
-            sys.exit(f"error: cannot write the output ({error}): send it to another file or device")
+        except Exception as error:
+            if sys.flags.dev_mode:
+                traceback.print_exc()
+            with contextlib.suppress(OSError, ValueError):  # a notebook's output is no file
+                try:
+                    stdout.flush()
+                except OSError:  # it takes no more: drop the rest, so that the exit's own flush cannot fail
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+            sys.exit(f"error: {in_words(error)}")
         finally:
             sys.stdout = stdout
 

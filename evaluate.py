@@ -21,24 +21,53 @@ test MAE 0.0675393865 against 0.0675393939, the same to the 5 decimals the repor
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-import cli  # first: Ctrl-C while torch loads is then one line, not a traceback
+import cli  # first, so that Ctrl-C while torch loads is one line
 import torch
 from baselines import (
     BLUR, CLIPPED, NOISE_LEVELS, NOISY, PrincipalComponents, choose_blur_sigma, components_to_match,
     denoisers, errors_at_noise_levels, mean_absolute_error, peak_signal_to_noise_ratio,
 )
-from data import CLASS_NAMES, TEST_NOISE_SEED, standard_test_noise
-from files import DATA_DIR
-from runs import (
-    ALL_EPOCHS, CHECKPOINT_FILE, EARLY_STOPPING, MAX_NOISE_STD, describes, load_checkpoint,
-    load_run_data, run_state, run_to_use, write_reports,
-)
+from data import CLASS_NAMES, TEST_NOISE_SEED, add_noise, noisy_test_set, standard_test_noise
+from files import DATA_DIR, describes, load_checkpoint, write_atomically
+from runs import ALL_EPOCHS, CHECKPOINT_FILE, EARLY_STOPPING, run_state, run_to_use
+from train import MAX_NOISE_STD, load_split
 
 PUBLISHED_TEST_MAE = 0.06857  # one run of the published recipe, test noise std 0.2
 PUBLISHED_MODEL = "fashion-mnist-dae/1"  # the checkpoint format of the model it is for, this DAE
 NEIGHBOURS = 5  # k of the k-nearest-neighbour classifier on the codes
+
+
+@dataclass
+class RunData:
+    """What a run was trained and is measured on, rebuilt from its seed, with the model's codes."""
+
+    test_clean: torch.Tensor  # (10000, 1, 28, 28)
+    test_noisy: torch.Tensor  # with the test noise (TEST_NOISE_SEED) at the asked std
+    test_labels: torch.Tensor
+    train_images: torch.Tensor  # the run's training split, clean
+    train_labels: torch.Tensor
+    train_noisy: torch.Tensor  # with noise from the run's seed: the same each call
+    val_clean: torch.Tensor
+    val_noisy: torch.Tensor
+    train_codes: torch.Tensor  # model.encode(train_noisy): (N, d)
+    test_codes: torch.Tensor  # model.encode(test_noisy): (10000, d)
+
+
+@torch.no_grad()
+def run_data(model, checkpoint: dict, data_dir, noise_std: float | None = None) -> RunData:
+    """The run's split and validation noise from its seed, and the test set at `noise_std` (None: the run's)."""
+    config = checkpoint["config"]
+    generator = torch.Generator().manual_seed(config["seed"])
+    (train_images, train_labels), (val_clean, val_noisy) = load_split(
+        data_dir, config["val_size"], config["noise_std"], generator, "pass the --data-dir the run was trained on")
+    test_clean, test_noisy, test_labels = noisy_test_set(data_dir, config["noise_std"] if noise_std is None
+                                                         else noise_std)
+    train_noisy = add_noise(train_images, config["noise_std"], generator=generator)  # next from the run's seed
+    return RunData(test_clean, test_noisy, test_labels, train_images, train_labels, train_noisy, val_clean,
+                   val_noisy, model.encode(train_noisy), model.encode(test_noisy))
 
 
 def mae_per_class(prediction: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -93,7 +122,7 @@ def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     training_noise_std = checkpoint["config"]["noise_std"]
     noise_std = training_noise_std if noise_std is None else noise_std
-    run = load_run_data(model, checkpoint, data_dir, noise_std)  # test set, split, codes
+    run = run_data(model, checkpoint, data_dir, noise_std)  # test set, split, codes
     # The run's own split: its validation images choose the blur, its training images fit PCA.
     all_components = PrincipalComponents.fit(run.train_images)
     pca = all_components.first(model.latent_dim)  # a linear code as large as the model's
@@ -221,22 +250,21 @@ def json_text(metrics: dict) -> str:
 
 @cli.script
 def main(argv=None) -> None:
-    parser = cli.ArgumentParser("evaluate.py", "Measure a trained run on Fashion-MNIST's test set.")
+    parser = cli.parser("evaluate.py", "Measure a trained run on Fashion-MNIST's test set.")
     parser.add_argument("--run-dir", default=None,
                         help="the run to evaluate (default: the newest in runs/)")
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
-    parser.add_argument("--noise-std", type=cli.noise_std, default=None,
+    parser.add_argument("--noise-std", type=cli.bounded(float, 0, MAX_NOISE_STD), default=None,
                         help="test noise std (default: the noise the run was trained with)")
     parser.add_argument("--while-training", action="store_true",
-                        help="keep the report of a run still training, even if it saves newer "
-                             "weights meanwhile")
+                        help="measure a run still training, at its best weights so far")
     args = parser.parse_args(argv)
 
-    run_dir = run_to_use(args.run_dir, "evaluating")
+    run_dir = run_to_use(args.run_dir, "evaluating", args.while_training)
     metrics = evaluate(run_dir, args.data_dir, args.noise_std)
     # Written before it is printed: `python evaluate.py | head -3` still leaves the whole report.
     name = metrics_file(metrics["noise_std"], metrics["run"]["training_noise_std"])
-    write_reports(run_dir, metrics["run"], {name: json_text(metrics).encode()}, args.while_training)
+    write_atomically(run_dir / name, json_text(metrics).encode())
     print_report(json.loads(json_text(metrics)))  # the report shows what the file holds
     print(f"\nwritten to {run_dir / name}")
 

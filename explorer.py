@@ -23,15 +23,14 @@ import json
 import statistics
 from pathlib import Path
 
-import cli  # first: Ctrl-C while torch loads is then one line, not a traceback
+import cli  # first, so that Ctrl-C while torch loads is one line
 import torch
 from torch import nn
 
 from data import CLASS_NAMES
-from files import DATA_DIR
-from runs import (
-    CHECKPOINT_FILE, RunData, RunError, describes, load_checkpoint, load_run_data, run_to_use, write_reports,
-)
+from evaluate import RunData, run_data
+from files import DATA_DIR, describes, load_checkpoint, write_atomically
+from runs import CHECKPOINT_FILE, run_to_use
 
 TEMPLATE = Path(__file__).resolve().parent / "explorer.html"
 PICTURES_PER_CLASS = 20  # test images a learner can start from, with their pictures (5 past d = 64)
@@ -44,7 +43,7 @@ DECODER_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Unflatten, nn.Fla
                   nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout)
 
 
-class PageError(RunError):
+class PageError(cli.UserError):
     """The page cannot draw this model's decoder; the message says which part, and what still works."""
 
 
@@ -201,7 +200,7 @@ def measure_in_chromium(page: Path, moves: int = 200, browser=None) -> dict:
         try:
             from playwright.sync_api import sync_playwright
         except ImportError:
-            raise RunError("--measure needs playwright, a development tool: python -m pip install playwright "
+            raise cli.UserError("--measure needs playwright, a development tool: python -m pip install playwright "
                            "(and Chromium: apt-get install chromium)") from None
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
@@ -242,13 +241,13 @@ def chromium_path() -> str:
 
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        raise RunError("--measure needs Chromium: apt-get install chromium")
+        raise cli.UserError("--measure needs Chromium: apt-get install chromium")
     return path
 
 
 @cli.script
 def main(argv=None) -> None:
-    parser = cli.ArgumentParser("explorer.py", "Write a run's explorer page, explorer.html.")
+    parser = cli.parser("explorer.py", "Write a run's explorer page, explorer.html.")
     parser.add_argument("--run-dir", default=None, help="the run (default: the newest in runs/)")
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
     parser.add_argument("--measure", metavar="PAGE", default=None,
@@ -263,9 +262,8 @@ def main(argv=None) -> None:
         return
     run_dir = run_to_use(args.run_dir, "writing the explorer of")
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    page = page_bytes(page_data(model, checkpoint, run_dir, load_run_data(model, checkpoint, args.data_dir)),
-                      run_dir)
-    write_reports(run_dir, describes(checkpoint), {"explorer.html": page})
+    page = page_bytes(page_data(model, checkpoint, run_dir, run_data(model, checkpoint, args.data_dir)), run_dir)
+    write_atomically(run_dir / "explorer.html", page)
     print(f"wrote {run_dir / 'explorer.html'}: open it in a browser")
 
 

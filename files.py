@@ -1,212 +1,216 @@
-"""Files on disk: where the dataset's files come from, and how any file is written whole: plumbing.
+"""Files on disk: the dataset's, checkpoints, and how every file is written whole.
 
-data.py reads Fashion-MNIST through torchvision, which expects four IDX files in
-<data dir>/FashionMNIST/raw/ and otherwise downloads them. `fetch_data` puts them there before
-any script reads them, and checks them; the first match wins:
-  1. the data directory (default data/), in torchvision's layout: data/FashionMNIST/raw/
-  2. the four IDX files put by hand in the data directory itself, packed (.gz) or not
-  3. the copy installed by Debian's package `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist/
-  4. torchvision's download, on a machine with internet access
-Files found in 2 or 3 are unpacked once into torchvision's layout, where 1 then finds them.
-Debian's copy is taken for Fashion-MNIST only, never fed to a model under another dataset's name.
-
-Every file this project writes (unpacked data, checkpoints, reports, figures) goes through
-`write_atomically`, and every failure to read or write one is put in words by `cause_and_remedy`.
+`fetch_data` puts the four IDX files where torchvision reads them, from the first place that has
+them: the data directory, files put by hand there (packed or not), Debian's package
+`dataset-fashion-mnist`, or torchvision's download; then it checks what they hold. A checkpoint is
+read without trust: anything else under its name is one line.
 """
 
-import errno
 import gzip
+import inspect
+import io
+import itertools
 import os
 import tempfile
+import uuid
+from datetime import datetime
 from pathlib import Path
 
 import torch
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
 import data
+from cli import UserError
+from dae import DenoisingAutoencoder
 
-DATA_DIR = Path(__file__).resolve().parent / "data"  # the scripts' default --data-dir: data/ beside them
-# Where Debian's packages install a dataset's original files, by torchvision's name for the dataset.
-# A copy is taken only for the dataset it holds: the IDX file names are the same for MNIST and its kin.
+DATA_DIR = Path(__file__).resolve().parent / "data"  # the scripts' default --data-dir
+# Where Debian installs a dataset's files, by torchvision's name for it: taken for that dataset alone.
 SYSTEM_COPIES = {"FashionMNIST": Path("/usr/share/datasets/fashion-mnist")}
-IDX_FILES = (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-)
-IMAGE_SIZE = (28, 28)
-# The remedy for a file that reads well but is not what the recipe expects: it may be the user's own.
-KEEP_AND_REPLACE = "move it elsewhere to keep it, and put the dataset's original file in its place"
-
-
-class DataError(Exception):
-    """The dataset cannot be found, read or used; the message says what to do."""
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+REPLACE = "move it elsewhere to keep it, and put the dataset's original file in its place"
+CHECKPOINT_FORMAT = "fashion-mnist-dae/1"  # tells this model's checkpoints from any other file
+MAX_CHECKPOINT_BYTES = 256 * 2**20  # this project's are under 3 MB
 
 
 def fetch_data(data_dir, system_copy=None) -> None:
-    """Make sure data.DATASET's four IDX files are in `data_dir`'s raw folder and hold what data.py
-    expects, or raise DataError in one line. `system_copy`: where to look for an installed copy
-    (default: data.DATASET's entry in SYSTEM_COPIES)."""
-    data_dir = Path(data_dir)
-    raw_dir = data_dir / data.DATASET.__name__ / "raw"  # torchvision's layout, where DATASET reads from
-    system_copy = SYSTEM_COPIES.get(data.DATASET.__name__) if system_copy is None else Path(system_copy)
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"--data-dir {data_dir} is a file, not a directory: pass the directory that holds "
-                        f"the data, or a new one")
-    gather_idx_files(raw_dir, data_dir, system_copy)
-    if not all((raw_dir / name).is_file() for name in IDX_FILES):
+    """Make sure the four IDX files are in `data_dir`'s raw folder and hold what data.py expects."""
+    data_dir, name = Path(data_dir), data.DATASET.__name__
+    raw_dir = data_dir / name / "raw"  # torchvision's layout
+    system_copy = SYSTEM_COPIES.get(name) if system_copy is None else Path(system_copy)
+    if data_dir.is_file():
+        raise UserError(f"--data-dir {data_dir} is a file, not a directory: pass the directory")
+    for file in IDX_FILES:
+        places = [raw_dir / f"{file}.gz", data_dir / file, data_dir / f"{file}.gz"]
+        places += [system_copy / f"{file}.gz"] if system_copy else []
+        source = next((path for path in places if path.is_file()), None)
+        if not (raw_dir / file).exists() and source is not None:
+            unpack(source, raw_dir / file, system_copy)
+    if not all((raw_dir / file).exists() for file in IDX_FILES):
         download(data_dir, raw_dir)
-    for train in (True, False):
-        check_idx_pair(raw_dir, "train" if train else "t10k")
+    for prefix in ("train", "t10k"):
+        check_pair(raw_dir / f"{prefix}-images-idx3-ubyte", raw_dir / f"{prefix}-labels-idx1-ubyte")
+
+
+def unpack(source: Path, destination: Path, system_copy) -> None:
+    """Debian's .gz files fail torchvision's checksums; unpacked, torchvision simply reads them."""
+    try:
+        with (gzip.open if source.suffix == ".gz" else open)(source, "rb") as reader:
+            content = reader.read()
+    except (OSError, EOFError) as error:  # not gzip, or cut short
+        remedy = ("reinstall it: apt-get install --reinstall dataset-fashion-mnist" if source.parent == system_copy
+                  else "delete it or put a good copy in its place")
+        raise UserError(f"could not unpack {source} ({error}): {remedy}") from None
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(destination, content)
 
 
 def download(data_dir: Path, raw_dir: Path) -> None:
-    """torchvision's download of the files still missing; a failure says that it failed, and why."""
     try:
         data.DATASET(data_dir, download=True)
     except (RuntimeError, OSError) as error:
-        # torchvision reports every mirror it tried, one failure each; the last one says why.
-        reason = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
-        # Debian's package holds Fashion-MNIST alone: another dataset's remedy never names it.
-        package = ("install it with `apt-get install dataset-fashion-mnist`, or "
-                   if data.DATASET.__name__ in SYSTEM_COPIES else "")
-        raise DataError(
-            f"{data.DATASET.__name__} is not in {raw_dir} and could not be downloaded ({reason[0].strip()}): {package}"
-            f"put the four files ({', '.join(name + '.gz' for name in IDX_FILES)}, packed or not) in {data_dir}"
-        ) from None
+        reason = ([line for line in str(error).splitlines() if line.strip()] or [type(error).__name__])[-1]
+        package = "apt-get install dataset-fashion-mnist, or " if data.DATASET.__name__ in SYSTEM_COPIES else ""
+        raise UserError(f"{data.DATASET.__name__} is not in {raw_dir} and could not be downloaded ({reason.strip()}):"
+                        f" {package}put the four files ({', '.join(f'{file}.gz' for file in IDX_FILES)}, packed or"
+                        f" not) in {data_dir}") from None
 
 
-def gather_idx_files(raw_dir: Path, data_dir: Path, system_copy: Path | None) -> None:
-    """Bring each IDX file missing from `raw_dir` in from the first place that holds it, packed or not.
-
-    Looks in `raw_dir` itself (for a `.gz`), then `data_dir`, then `system_copy` (None: there is
-    none for this dataset). Debian's .gz files are packed anew, so their checksums differ from
-    those torchvision expects, and torchvision would refuse them and try to download; unpacked
-    here, they are simply found.
-    """
-    for name in IDX_FILES:
-        if (raw_dir / name).is_dir():
-            raise DataError(f"{raw_dir / name} is a directory, where {data.DATASET.__name__}'s file of that name "
-                            f"should be: move or rename the directory")
-        if (raw_dir / name).exists():
-            continue
-        candidates = [raw_dir / f"{name}.gz", data_dir / name, data_dir / f"{name}.gz"]
-        if system_copy is not None:
-            candidates.append(system_copy / f"{name}.gz")
-        source = next((path for path in candidates if path.is_file()), None)
-        if source is None:
-            continue  # torchvision's download fetches what is still missing
-        try:
-            content = read_unpacked(source)
-        except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError, a truncated .gz an EOFError
-            remedy = ("reinstall it with `apt-get install --reinstall dataset-fashion-mnist`"
-                      if source.parent == system_copy else "delete it or replace it with a good copy")
-            raise DataError(f"could not unpack {source} ({error}): {remedy}") from None
-        try:
-            raw_dir.mkdir(parents=True, exist_ok=True)
-            write_atomically(raw_dir / name, content)
-        except OSError as error:
-            raise DataError(
-                f"could not unpack {source} into {raw_dir}: {cause_and_remedy(error, '--data-dir')}"
-            ) from None
-
-
-def read_unpacked(source: Path) -> bytes:
-    """The bytes of `source`, unpacked on the way if its name ends in .gz (at most 47 MB, the training images)."""
-    with (gzip.open if source.suffix == ".gz" else open)(source, "rb") as reader:
-        return reader.read()
-
-
-def read_idx(path: Path, kind: str) -> torch.Tensor:
-    """One IDX file as torchvision reads it, or a DataError that names the file and the cause.
-
-    `kind` is "images" or "labels". Fashion-MNIST stores both as bytes (uint8); a file that reads
-    well but holds another type is not damaged, and its remedy keeps it.
-    """
+def read_idx(path: Path) -> torch.Tensor:
     try:
-        values = read_sn3_pascalvincent_tensor(str(path), strict=True)
-    except OSError as error:
-        raise DataError(f"cannot read {path}: {cause_and_remedy(error, '--data-dir')}") from None
-    except (RuntimeError, AssertionError, TypeError, ValueError, KeyError, IndexError):  # how its reader refuses
-        raise DataError(f"{path} is damaged (truncated or corrupted): delete it and run again "
-                        f"to unpack or download a fresh copy") from None
-    if values.dtype != torch.uint8:
-        raise DataError(f"{path} holds {kind} as {str(values.dtype).removeprefix('torch.')}, where "
-                        f"{data.DATASET.__name__}'s files hold bytes (uint8, 0 to 255): convert them to bytes, "
-                        f"or {KEEP_AND_REPLACE}")
-    return values
+        return read_sn3_pascalvincent_tensor(str(path), strict=True)
+    except OSError:
+        raise
+    except Exception:  # how torchvision's reader refuses a file it cannot parse
+        raise UserError(f"{path} is damaged (truncated or corrupted): delete it and run again") from None
 
 
-def check_idx_pair(raw_dir: Path, prefix: str) -> None:
-    """Refuse IDX files that each read well but are not what the recipe expects, naming the file."""
-    image_file, label_file = raw_dir / f"{prefix}-images-idx3-ubyte", raw_dir / f"{prefix}-labels-idx1-ubyte"
-    images, labels = read_idx(image_file, "images"), read_idx(label_file, "labels")
-    remedy = KEEP_AND_REPLACE
-    if images.ndim != 3 or tuple(images.shape[1:]) != IMAGE_SIZE:
-        raise DataError(f"{image_file} holds images of shape {tuple(images.shape[1:])}, not 28 x 28: {remedy}")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f"{label_file} holds {labels.numel():,} labels for the {len(images):,} images of "
-                        f"{image_file.name}: {remedy}")
-    if len(labels) and not labels.max() < len(data.CLASS_NAMES):  # bytes: never below 0
-        raise DataError(f"{label_file} holds labels outside 0-{len(data.CLASS_NAMES) - 1}: {remedy}")
-    missing = sorted(set(range(len(data.CLASS_NAMES))) - set(labels.unique().tolist()))
-    if missing:  # the report and every figure show each class
-        names = ", ".join(f"{data.CLASS_NAMES[index]} ({index})" for index in missing)
-        raise DataError(f"{label_file} holds no image of {len(missing)} of the {len(data.CLASS_NAMES)} classes "
-                        f"({names}), and the reports and figures show each: {remedy}")
+def check_pair(image_file: Path, label_file: Path) -> None:
+    """Refuse files that read well but are not what the recipe expects, naming the file."""
+    images, labels = read_idx(image_file), read_idx(label_file)
+    classes = range(len(data.CLASS_NAMES))
+    present = set(labels.unique().tolist())
+    missing = [f"{data.CLASS_NAMES[index]} ({index})" for index in classes if index not in present]
+    for fine, path, what in [
+        (images.dtype == torch.uint8, image_file, f"holds images as {str(images.dtype)[6:]}, not bytes (uint8)"),
+        (images.ndim == 3 and images.shape[1:] == (28, 28), image_file,
+         f"holds images of shape {tuple(images.shape[1:])}, not 28 x 28"),
+        (labels.shape == images.shape[:1], label_file,
+         f"holds {labels.numel():,} labels for the {len(images):,} images of {image_file.name}"),
+        (present <= set(classes), label_file, f"holds labels outside 0-{len(classes) - 1}"),
+        (not missing, label_file, f"holds no image of {', '.join(missing)}"),
+    ]:
+        if not fine:
+            raise UserError(f"{path} {what}: {REPLACE}")
 
 
 def write_atomically(destination: Path, content: bytes) -> None:
-    """Write `content` so that `destination` is either the old file or the whole new one, never half of either.
-
-    The bytes go to a new temporary file beside it, reach the disk (fsync), and are renamed over
-    it: os.replace is atomic, and replaces a link at `destination` rather than writing through it.
-    mkstemp creates the temporary file exclusively, under a random name, never through a link
-    planted in its place.
-    """
-    descriptor, temporary_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.",
-                                                  suffix=".tmp")
-    temporary_path = Path(temporary_name)
+    """`destination` is the old file or the whole new one, never half: written beside it, then renamed."""
+    descriptor, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
     try:
         with open(descriptor, "wb") as file:
-            if hasattr(os, "fchmod"):  # mkstemp gives 0600; a file of the usual permissions, as open() makes
-                os.fchmod(file.fileno(), 0o666 & ~current_umask())
+            if hasattr(os, "fchmod"):  # mkstemp's 0600, made the mode open() would give
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(file.fileno(), 0o666 & ~umask)
             file.write(content)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary_path, destination)
-    except BaseException:  # also Ctrl-C: never leave the temporary file behind
-        try:
-            temporary_path.unlink(missing_ok=True)
-        except OSError:
-            pass  # its directory is gone or unwritable: there is nothing to clean up, and the error says why
+        os.replace(temporary, destination)
+    except BaseException as error:  # Ctrl-C too: no temporary file left behind
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # named by the file it was for, not the temporary one
+            raise OSError(error.errno, error.strerror, str(destination)) from None
         raise
 
 
-def current_umask() -> int:
-    mask = os.umask(0o022)  # reading the mask means setting it: put it straight back
-    os.umask(mask)
-    return mask
+def now() -> str:
+    return datetime.now().isoformat(timespec="microseconds")
 
 
-def cause_and_remedy(error: OSError, flag: str) -> str:
-    """An OSError in words, the cause the system gave, with what fixes it: never a remedy that cannot help.
+# ---- Checkpoints ----
 
-    `flag` is the command-line flag of the script at hand that names another place (--data-dir,
-    --run-dir).
-    """
-    if error.errno == errno.ENOSPC:
-        return f"no space left on the disk: free some space, or pass a {flag} on another disk"
-    if error.errno == errno.EDQUOT:
-        return f"your disk quota is used up: free some of your space, or pass a {flag} on another disk"
-    if error.errno == errno.EROFS:
-        return f"the file system is read-only: pass a {flag} on a disk you can write to"
-    if error.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied: change its permissions, or pass a {flag} you can read and write"
-    if error.errno == errno.EISDIR:  # os.replace names the destination second
-        return f"a directory is in the way: move or rename the directory {error.filename2 or error.filename}"
-    if error.errno in (errno.ENOTDIR, errno.EEXIST):  # mkdir where a file has the name
-        return (f"a file is in the way where a directory should be ({error.filename}): move or rename it, "
-                f"or pass another {flag}")
-    if error.errno == errno.ENOENT:
-        return f"its directory does not exist (was it deleted?): create it, or pass another {flag}"
-    return f"{error.strerror or error}: check the disk, or pass another {flag}"
+def save_checkpoint(path: Path, model, state_dict: dict, **record) -> None:
+    """A self-describing checkpoint (the model's arguments and layers beside its weights), written whole."""
+    arguments = {name: getattr(model, name) for name in inspect.signature(type(model)).parameters}
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "model_args": arguments, "architecture": layers(model),
+                "model_state": {name: value.detach().cpu() for name, value in state_dict.items()},
+                "stamp": uuid.uuid4().hex[:12], "saved_at": now(), **record}, buffer)
+    write_atomically(Path(path), buffer.getvalue())
+
+
+def layers(model) -> list[str]:
+    """One line per layer, such as "decoder.layers.0: Linear(in_features=8, ...)"."""
+    return [f"{name}: {layer}" for name, layer in model.named_modules() if not any(layer.children())]
+
+
+def load_checkpoint(path) -> tuple[DenoisingAutoencoder, dict]:
+    """The model a checkpoint holds (on the CPU, in eval mode) and the checkpoint; any other file is one line."""
+    path, train_one = Path(path), "train one with `python train.py`"
+    if not path.exists():
+        raise UserError(f"no checkpoint at {path}: run `python train.py` first, or pass --run-dir")
+    if not path.is_file():
+        raise UserError(f"{path} is not a file: move or rename it, or pass another --run-dir")
+    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+        raise UserError(f"{path} holds {path.stat().st_size / 2**20:,.0f} MB, far more than any checkpoint of this "
+                        f"project (MAX_CHECKPOINT_BYTES in runs.py): pass another --run-dir")
+    content = path.read_bytes()
+    try:
+        checkpoint = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)  # runs no code
+    except Exception as error:  # a damaged file raises many kinds
+        raise UserError(f"{path} holds a file this project did not write (damaged, or not a PyTorch checkpoint: "
+                        f"{type(error).__name__}): {train_one}") from None
+    found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
+    if found != CHECKPOINT_FORMAT:
+        what = f"a '{found}' model" if isinstance(found, str) else "a file this project did not write"
+        raise UserError(f"{path} holds {what}: this code reads '{CHECKPOINT_FORMAT}': {train_one}")
+    missing = unrecorded(checkpoint)
+    if missing:
+        raise UserError(f"{path} holds a model but no record of a run of train.py ({missing}): {train_one}")
+    return rebuilt_model(checkpoint, path), checkpoint
+
+
+def unrecorded(checkpoint: dict) -> str | None:
+    """What a checkpoint lacks of the record that evaluate.py and visualize.py read, in words; or None."""
+    config, history, best_epoch = (checkpoint.get(name) for name in ("config", "history", "best_epoch"))
+    def numbers(values) -> bool:
+        return isinstance(values, list) and all(isinstance(value, (int, float)) for value in values)
+
+    if not isinstance(config, dict):
+        return "no configuration"
+    missing = [name for name in ("seed", "val_size", "noise_std") if not numbers([config.get(name)])]
+    if missing:
+        return f"no {missing[0]} in its configuration"
+    if not (isinstance(history, dict) and {"train_loss", "val_loss"} <= set(history) and all(map(numbers,
+                                                                                                history.values()))):
+        return "a history that is not numbers"
+    if not (isinstance(best_epoch, int) and 1 <= best_epoch <= len(history["val_loss"])):
+        return "no best epoch among its epochs"
+    if not all(isinstance(checkpoint.get(name), str) for name in ("stop_kind", "stop_reason", "stamp", "saved_at")):
+        return "no stop reason, stamp or time"
+    return None
+
+
+def rebuilt_model(checkpoint: dict, path: Path) -> DenoisingAutoencoder:
+    """Built on the meta device, so that a model of other layers, or a huge one, allocates nothing."""
+    try:
+        with torch.device("meta"):
+            model = DenoisingAutoencoder(**checkpoint["model_args"])
+        saved, ours = checkpoint.get("architecture"), layers(model)
+        if saved is not None and saved != ours:
+            theirs, mine = next((a, b) for a, b in itertools.zip_longest(saved, ours, fillvalue="nothing") if a != b)
+            raise ValueError(f"it has {theirs} where this code has {mine}")
+        model.load_state_dict(checkpoint["model_state"], assign=True)  # every name and shape must match
+    except Exception as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        raise UserError(f"{path} holds a model of other layers than this code's ({lines[len(lines) > 1]}): use it "
+                        f"with the code "
+                        f"that trained it, or train one with `python train.py`") from None
+    if not all(value.isfinite().all() for value in model.state_dict().values()):
+        raise UserError(f"{path} holds weights that are not finite numbers: train the run again with a lower --lr")
+    return model.eval()
+
+
+def describes(checkpoint: dict) -> dict:
+    """What a report or figure records of the weights it was made from."""
+    return {"best_epoch": checkpoint["best_epoch"], "checkpoint_stamp": checkpoint["stamp"]}

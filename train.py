@@ -5,21 +5,21 @@
     python train.py --seed 3 --run-dir runs/seed3           # a directory you name
 
 Then `python evaluate.py` and `python visualize.py` take the newest run. Top to bottom: the recipe,
-its pieces and the loop, `fit`, which a notebook calls alone; then the plumbing: `train`, which
-saves the run as it goes (runs.py), and the command line (cli.py).
+its pieces and the loop `fit` (a notebook calls it alone); then `train`, which saves the run as it
+goes, and the command line.
 """
 
 import math
 import time
 from collections import defaultdict
 
-import cli  # first: Ctrl-C while torch loads is then one line, not a traceback
+import cli  # first, so that Ctrl-C while torch loads is one line
 import torch
 import torch.nn.functional as F
-from dae import DenoisingAutoencoder
-from data import add_noise, check_images
-from files import DATA_DIR
-from runs import NEW_RUN_DIR, RunSaver, TrainedRun, exit_status, load_split
+from dae import IMAGE_PIXELS, DenoisingAutoencoder
+from data import add_noise, check_images, load_fashion_mnist, training_split
+from files import DATA_DIR, fetch_data, load_checkpoint
+from runs import CHECKPOINT_FILE, EXIT_STATUS, NEW_RUN_DIR, Run
 
 # The published recipe: the one place it is written. The flags' defaults come from here, and a
 # run records which of them it changed, so evaluate.py knows whether 0.06857 compares.
@@ -161,22 +161,24 @@ def epoch_line(epoch: int, epochs: int, record: dict, kept: bool, stopping: Earl
 
 # ---- The plumbing: a run saved as it goes, and the command line ----
 
-def train(args) -> TrainedRun:
-    """Run the recipe that `args` describes (`parse_args([...])`), saving the run as it goes."""
+MAX_NOISE_STD = 10.0  # pixels lie in [0, 1]: noise 100 times the signal is plenty
+MIN_TRAINING_IMAGES = 10  # evaluate.py's neighbours and PCA need a few
+
+
+def train(args) -> tuple:
+    """Run the recipe that `args` describes (`parse_args([...])`), saving the run as it goes; returns
+    the kept model (CPU, eval mode) and its checkpoint, or (None, None) if nothing was saved."""
     print(f"device {args.device}, torch {torch.__version__}")
     recipe = {name: getattr(args, name) for name in RECIPE}
     changes = {name: value for name, value in recipe.items() if value != RECIPE[name]}
-    remedy = (f"a learning rate or a noise far too large does this: lower --lr (this run "
-              f"{args.lr:g}, the recipe {RECIPE['lr']:g}) or --noise-std (this run "
-              f"{args.noise_std:g}, the recipe {RECIPE['noise_std']:g})")
+    remedy = (f"a learning rate or a noise far too large does this: lower --lr (this run {args.lr:g}, the recipe "
+              f"{RECIPE['lr']:g}) or --noise-std (this run {args.noise_std:g}, the recipe {RECIPE['noise_std']:g})")
     run_info = {"recipe_changes": changes, "objective": OBJECTIVE, "validation": VALIDATION}
-    with RunSaver(args.run_dir, vars(args), run_info, remedy) as run:
-        # --seed fixes all that is random, in three generators: the split and the validation
-        # noise (on the CPU), the initial weights (torch's own, on the CPU, so every device starts
-        # alike), and the training shuffle and noise (made on the device, as it must be).
-        split_generator = torch.Generator().manual_seed(args.seed)
+    with Run(args.run_dir, vars(args), run_info, remedy) as run:
+        # --seed fixes all that is random: the split and the validation noise, the initial weights
+        # (both on the CPU, so every device starts alike), and the training shuffle and noise.
         (train_images, _), (val_images, val_noisy) = load_split(
-            args.data_dir, args.val_size, args.noise_std, split_generator,
+            args.data_dir, args.val_size, args.noise_std, torch.Generator().manual_seed(args.seed),
             "choose a --val-size between 1 and {most:,}")
         print(f"{len(train_images):,} training and {len(val_images):,} validation images")
         # The whole data set lives on the device: a batch is a slice, not a copy from the host.
@@ -188,33 +190,46 @@ def train(args) -> TrainedRun:
         print("each epoch: 'lowest, kept' when the validation loss is the lowest yet (saved);\n"
               f"  'no improvement n/{args.patience}': epochs since a fall of over {args.min_delta}")
         fit(model, train_images, val_noisy, val_images, recipe, generator=noise_generator, run=run)
-    return run.trained()
+    return load_checkpoint(run.run_dir / CHECKPOINT_FILE) if run.saved else (None, None)
+
+
+def load_split(data_dir, val_size: int, noise_std: float, generator: torch.Generator, remedy: str) -> tuple:
+    """data.py's `training_split` from `generator`; `remedy` ends the line that refuses a `val_size`."""
+    fetch_data(data_dir)
+    images, labels = load_fashion_mnist(data_dir, train=True)
+    most = len(images) - MIN_TRAINING_IMAGES
+    if not 0 < val_size <= most:
+        raise cli.UserError(f"a validation set of {val_size:,} images leaves too few of the {len(images):,} in "
+                            f"{data_dir} for training: {remedy.format(most=most)}")
+    return training_split(images, labels, val_size, noise_std, generator=generator)
 
 
 def parse_args(argv=None):
-    """train.py's flags; a bad one raises cli.FlagError, which a notebook shows as it is."""
-    parser = cli.ArgumentParser("train.py", "Train the denoising autoencoder on Fashion-MNIST.")
-    flag = parser.add_argument
-    flag("--epochs", type=cli.positive_int, default=RECIPE["epochs"], help="most epochs to train")
-    flag("--batch-size", type=cli.positive_int, default=RECIPE["batch_size"], help="images a step")
-    flag("--lr", type=cli.positive_float, default=RECIPE["lr"], help="Adam learning rate")
-    flag("--noise-std", type=cli.noise_std, default=RECIPE["noise_std"], help="std of the noise")
-    flag("--latent-dim", type=cli.latent_dim, default=RECIPE["latent_dim"], help="code's numbers")
-    flag("--patience", type=cli.positive_int, default=RECIPE["patience"], help="epochs to wait")
-    flag("--min-delta", type=cli.non_negative_float, default=RECIPE["min_delta"],
+    parser = cli.parser("train.py", "Train the denoising autoencoder on Fashion-MNIST.")
+    flag, positive = parser.add_argument, cli.bounded(int, 1)
+    flag("--epochs", type=positive, default=RECIPE["epochs"], help="most epochs to train")
+    flag("--batch-size", type=positive, default=RECIPE["batch_size"], help="images a step")
+    flag("--lr", type=cli.bounded(float, 0, above=True), default=RECIPE["lr"], help="Adam learning rate")
+    flag("--noise-std", type=cli.bounded(float, 0, MAX_NOISE_STD), default=RECIPE["noise_std"],
+         help="std of the noise")
+    flag("--latent-dim", type=cli.bounded(int, 1, IMAGE_PIXELS), default=RECIPE["latent_dim"],
+         help="numbers in the code")
+    flag("--patience", type=positive, default=RECIPE["patience"], help="epochs to wait for an improvement")
+    flag("--min-delta", type=cli.bounded(float, 0), default=RECIPE["min_delta"],
          help="smallest drop in validation loss that counts as improvement")
-    flag("--val-size", type=cli.positive_int, default=RECIPE["val_size"], help="images to validate")
-    flag("--seed", type=cli.seed, default=0, help="seeds the split, the weights and the noise")
+    flag("--val-size", type=positive, default=RECIPE["val_size"], help="images to validate")
+    flag("--seed", type=cli.bounded(int, 0, 2**64 - 1), default=0, help="seeds the split, the weights and the noise")
     flag("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
-    flag("--run-dir", default=NEW_RUN_DIR, help="where the run goes; a run there is replaced")
+    flag("--run-dir", default=NEW_RUN_DIR, help="a new or empty directory for the run")
     flag("--device", type=cli.device, default="auto", help="auto, cpu, cuda or mps")
     return parser.parse_args(argv)
 
 
 @cli.script
 def main(argv=None) -> None:
-    status = exit_status(train(parse_args(argv)).stop_kind)
-    if status:  # a run that Ctrl-C, SIGTERM, SIGHUP or a closed pipe stopped
+    model, checkpoint = train(parse_args(argv))
+    status = EXIT_STATUS.get(checkpoint and checkpoint["stop_kind"])
+    if status:  # Ctrl-C, SIGTERM or SIGHUP stopped it
         raise SystemExit(status)
 
 

@@ -25,7 +25,7 @@ import io
 import math
 from pathlib import Path
 
-import cli  # first: Ctrl-C while torch and matplotlib load is then one line, not a traceback
+import cli  # first, so that Ctrl-C while torch loads is one line
 import matplotlib
 import matplotlib.pyplot as plt
 import torch
@@ -34,10 +34,9 @@ import torchvision
 import explorer
 from baselines import NOISE_LEVELS, PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
 from data import CLASS_NAMES, standard_test_noise
-from files import DATA_DIR
-from runs import (
-    CHECKPOINT_FILE, EARLY_STOPPING, describes, load_checkpoint, load_run_data, run_to_use, write_reports,
-)
+from evaluate import run_data
+from files import DATA_DIR, describes, load_checkpoint, write_atomically
+from runs import CHECKPOINT_FILE, EARLY_STOPPING, run_to_use
 
 TRAVERSAL_STEPS = 9
 SAMPLE_ROWS = 6  # samples.png shows SAMPLE_ROWS x SAMPLE_ROWS decoded random codes
@@ -342,7 +341,7 @@ def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes | None]:
     its explorer page (None, with a line that says why, for a decoder the page cannot draw)."""
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     noise_std = checkpoint["config"]["noise_std"]
-    run = load_run_data(model, checkpoint, data_dir)
+    run = run_data(model, checkpoint, data_dir)
     # The baselines, fitted as evaluate.py fits them: PCA on the run's training images, the blur on its validation set.
     pca = PrincipalComponents.fit(run.train_images).first(model.latent_dim)
     methods = denoisers(model, pca, choose_blur_sigma(run.val_noisy, run.val_clean))
@@ -384,34 +383,31 @@ def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes | None]:
 
 @cli.script
 def main(argv=None) -> None:
-    parser = cli.ArgumentParser("visualize.py", "Draw the figures of a trained run.")
+    parser = cli.parser("visualize.py", "Draw the figures of a trained run.")
     parser.add_argument("--run-dir", default=None,
                         help="the run to draw, where the figures go (default: the newest in runs/)")
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
     parser.add_argument("--show", action="store_true", help="also open the figures in windows")
     parser.add_argument("--while-training", action="store_true",
-                        help="keep the figures of a run still training even if it saves newer weights meanwhile")
+                        help="draw a run still training, at its best weights so far")
     args = parser.parse_args(argv)
     if not args.show:
         matplotlib.use("Agg")  # draw off screen: works with no display at all
-    elif matplotlib.get_backend().lower() == "agg":  # matplotlib found no window to draw in
-        print("--show: no display here (no DISPLAY, or no GUI toolkit), so the figures are only "
-              "written as PNGs")
-        args.show = False
 
-    run_dir = run_to_use(args.run_dir, "drawing")
+    run_dir = run_to_use(args.run_dir, "drawing", args.while_training)
     figures, checkpoint, page = draw_run(run_dir, args.data_dir)
     files = {name: figure_bytes(figure, checkpoint) for name, figure in figures.items()}
     if page is not None:
         files["explorer.html"] = page
-    write_reports(run_dir, describes(checkpoint), files, args.while_training)
-    for name in files:
+    for name, content in files.items():
+        write_atomically(run_dir / name, content)
         print(f"wrote {run_dir / name}" + (": open it in a browser" if name.endswith(".html") else ""))
-    for figure in figures.values():
-        if not args.show:
-            plt.close(figure)  # a notebook or a test calling main() again would otherwise keep them all
-    if args.show:
+    if args.show and next(iter(figures.values())).canvas.required_interactive_framework is None:
+        print("--show: no window to show them in here (no display, or no GUI toolkit), so they are only written")
+    elif args.show:
         plt.show()
+    for figure in figures.values():
+        plt.close(figure)  # a notebook or a test calling main() again would otherwise keep them all
 
 
 def figure_bytes(figure, checkpoint: dict) -> bytes:

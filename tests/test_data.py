@@ -1,5 +1,6 @@
 """The data: where the files come from (files.py), what they hold, the split and the noise (data.py)."""
 
+import errno
 import os
 import stat
 
@@ -7,10 +8,15 @@ import pytest
 import torch
 import torchvision
 
+import cli
+import data
 import files
-from conftest import DEBIAN_COPY, REAL_DATA_DIR, TINY_TEST, TINY_TRAIN, requires_real_data, write_tiny_dataset
+from conftest import (
+    DEBIAN_COPY, REAL_DATA_DIR, TINY_TEST, TINY_TRAIN, idx_bytes, requires_real_data, write_tiny_dataset,
+)
 from data import add_noise, load_fashion_mnist, training_split
-from files import DataError, fetch_data
+from cli import UserError as DataError
+from files import fetch_data
 
 
 def fetch_and_load(data_dir, system_copy, train=True):
@@ -25,7 +31,7 @@ def test_loads_idx_files_from_the_data_directory(tiny_data_dir, tmp_path):
     assert labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     # The fixture draws class 0's bar in columns 2-4 at a brightness of 128-255 out of 255, and nothing else:
     # the pixels are the bytes divided by 255.
-    raw = files.read_idx(tiny_data_dir / "FashionMNIST" / "raw" / "train-images-idx3-ubyte", "images")
+    raw = files.read_idx(tiny_data_dir / "FashionMNIST" / "raw" / "train-images-idx3-ubyte")
     assert torch.equal(images[:, 0], raw.float() / 255)
     assert images[0, 0, 10, 2] >= 0.5 and images[0, 0, 10, 10] == 0 and images.max() <= 1
     test_images, _ = load_fashion_mnist(tiny_data_dir, train=False)
@@ -75,7 +81,6 @@ def test_unpacked_data_gets_ordinary_file_permissions(tmp_path):
 
 
 def test_public_functions_refuse_images_they_cannot_use_in_one_line():
-    import data
 
     with pytest.raises(TypeError, match=r"^add_noise needs floating-point pixels .* got torch.uint8: .*/ 255$"):
         add_noise(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), 0.2)
@@ -93,7 +98,7 @@ def test_no_data_anywhere_names_both_remedies(tmp_path, monkeypatch):
     with pytest.raises(DataError) as error:
         fetch_data(tmp_path / "data", system_copy=tmp_path / "no-system-copy")
     message = str(error.value)
-    assert "apt-get install dataset-fashion-mnist" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "could not be downloaded (" in message
     assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "data") in message
     assert "\n" not in message
 
@@ -111,7 +116,7 @@ def test_a_damaged_debian_copy_is_named(tmp_path):
     system_copy = tmp_path / "usr-share"
     write_tiny_dataset(system_copy, compress=True)
     (system_copy / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz.*--reinstall dataset-fashion-mnist"):
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz.*--reinstall dataset-fashion-mnist$"):
         fetch_data(tmp_path / "data", system_copy=system_copy)
     assert not list((tmp_path / "data" / "FashionMNIST" / "raw").glob("*.tmp"))
 
@@ -164,3 +169,61 @@ def test_real_fashion_mnist_has_the_published_sizes():
     test_images, test_labels = load_fashion_mnist(REAL_DATA_DIR, train=False)
     assert test_images.shape == (10_000, 1, 28, 28)
     assert torch.bincount(test_labels).tolist() == [1000] * 10
+
+
+@pytest.mark.parametrize("damage, complaint", [
+    ("short labels", "train-labels-idx1-ubyte holds 299 labels for the 300 images of train-images-idx3-ubyte"),
+    ("wrong size", "train-images-idx3-ubyte holds images of shape (27, 27), not 28 x 28"),
+    ("label 10", "train-labels-idx1-ubyte holds labels outside 0-9"),
+])
+def test_idx_files_that_disagree_are_named_before_anything_starts(damage, complaint, tmp_path):
+    raw_dir = tmp_path / "data" / "FashionMNIST" / "raw"
+    write_tiny_dataset(raw_dir)
+    if damage == "short labels":
+        (raw_dir / "train-labels-idx1-ubyte").write_bytes(idx_bytes(torch.arange(TINY_TRAIN - 1) % 10))
+    elif damage == "wrong size":
+        (raw_dir / "train-images-idx3-ubyte").write_bytes(idx_bytes(torch.zeros(TINY_TRAIN, 27, 27)))
+    else:
+        (raw_dir / "train-labels-idx1-ubyte").write_bytes(idx_bytes(torch.full((TINY_TRAIN,), 10)))
+    with pytest.raises(DataError) as error:
+        fetch_data(tmp_path / "data", system_copy=tmp_path / "none")
+    assert str(error.value) == f"{raw_dir / complaint}: move it elsewhere to keep it, and put the dataset's original " \
+                               f"file in its place"
+
+
+def test_a_data_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "data").write_text("not a directory")
+    with pytest.raises(DataError, match=r"^--data-dir .*data is a file, not a directory: pass the directory"):
+        fetch_data(tmp_path / "data")
+
+
+def test_unpacking_the_data_onto_a_full_disk_names_the_file_and_the_remedy(tmp_path, monkeypatch):
+    system_copy = tmp_path / "usr-share"
+    write_tiny_dataset(system_copy, compress=True)
+
+    def full(file_descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as error:
+        fetch_data(tmp_path / "data", system_copy=system_copy)
+    raw_dir = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert cli.in_words(error.value) == (f"{raw_dir / files.IDX_FILES[0]}: no space left on the disk: free some space,"
+                                         f" or write to another disk")
+    assert not list(raw_dir.iterdir())  # no half file, no temporary file
+
+
+def test_a_failed_download_says_why_and_another_dataset_never_gets_fashion_mnist(tmp_path, monkeypatch):
+    """A student adapting the loader to MNIST, offline: Debian's Fashion-MNIST must not be fed as MNIST."""
+    debian_copy = tmp_path / "usr-share"
+    write_tiny_dataset(debian_copy, compress=True)
+    monkeypatch.setitem(files.SYSTEM_COPIES, "FashionMNIST", debian_copy)
+    monkeypatch.setattr(data, "DATASET", torchvision.datasets.MNIST)
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # a closed local port
+    with pytest.raises(DataError) as error:
+        fetch_data(tmp_path / "data")
+    message = str(error.value)
+    assert message.startswith(f"MNIST is not in {tmp_path / 'data' / 'MNIST' / 'raw'} and could not be downloaded (")
+    assert "Connection refused" in message and "\n" not in message
+    assert "dataset-fashion-mnist" not in message  # Debian's package holds Fashion-MNIST, not MNIST
+    assert not [path for path in (tmp_path / "data").rglob("*") if path.is_file()]
