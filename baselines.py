@@ -1,18 +1,9 @@
-"""Denoisers that learn nothing (or only a linear map), and the error measures every denoiser is judged by.
-
-A test error means little alone. Beside the model, evaluate.py and visualize.py show what needs no
-training at all, and what the best *linear* code of the same size does:
+"""What the model is measured against, and the error measures every denoiser is judged by.
 
   clipping   noisy pixels clipped to [0, 1], where every clean pixel lies
   blur       a Gaussian blur of the clipped image, its width chosen on validation images
-  PCA        the noisy image projected onto its top k principal components and back, clipped;
-             for squared error it is the best linear code of k numbers, and an autoencoder with
-             linear layers and a k-number code learns the same subspace (Baldi & Hornik, 1989,
-             "Neural networks and principal component analysis"). What the DAE does better than
-             PCA with k = latent_dim is what its non-linearity buys.
-
-PCA here has the model's interface: `encode` images to codes, `decode` codes to images. So one
-piece of code can ask either for its reconstructions or for its codes.
+  PCA        the best linear code of k numbers (Baldi & Hornik, 1989): what the DAE does
+             better than PCA with k = latent_dim is what its non-linearity buys
 """
 
 import math
@@ -20,9 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-BLUR_SIGMAS = tuple(round(0.1 * step, 1) for step in range(3, 21))  # 0.3 ... 2.0, tried on the validation set
-NOISE_LEVELS = tuple(round(0.05 * step, 2) for step in range(11))  # test noise std 0, 0.05, ... 0.5
-# The methods compared, by name, as reports and figures label them; the model goes by its own `name`.
+BLUR_SIGMAS = tuple(round(0.1 * step, 1) for step in range(3, 21))  # 0.3 ... 2.0
+NOISE_LEVELS = tuple(round(0.05 * step, 2) for step in range(11))  # 0, 0.05, ... 0.5
+# The baselines' names in reports and figures
 NOISY = "noisy input, as is"
 CLIPPED = "noisy input clipped to [0, 1]"
 BLUR = "Gaussian blur of the clipped input"
@@ -53,10 +44,8 @@ def clip(noisy: torch.Tensor) -> torch.Tensor:
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Blur images (N, 1, H, W) with a Gaussian of std `sigma` pixels, reflecting at the edges.
 
-    A 2-D Gaussian is separable: the blur is a 1-D blur down the columns and one along the rows,
-    and each is a linear map of a line of pixels: blurred = B_H @ image @ B_W^T, one small matrix
-    product per image. It equals torchvision's gaussian_blur within 1e-6 (a test checks), and is
-    15 times faster than its 2-D kernel, which choosing the blur's width on 10,000 images feels.
+    A Gaussian is separable: blurred = B_H @ image @ B_W^T, two small matrix products, 15 times
+    faster here than torchvision's 2-D kernel.
     """
     height, width = images.shape[-2:]
     return blur_matrix(height, sigma) @ images @ blur_matrix(width, sigma).T
@@ -67,9 +56,9 @@ def blur_matrix(size: int, sigma: float) -> torch.Tensor:
     radius = math.ceil(3 * sigma)  # wide enough to hold +-3 sigma
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()  # sums to 1: a flat image stays as it is
+    kernel = kernel / kernel.sum()  # a flat image stays flat
     impulses = F.pad(torch.eye(size).unsqueeze(1), (radius, radius), mode="reflect")  # (size, 1, size + 2 radius)
-    responses = F.conv1d(impulses, kernel.view(1, 1, -1)).squeeze(1)  # (size, size): row j, input pixel j's spread
+    responses = F.conv1d(impulses, kernel.view(1, 1, -1)).squeeze(1)  # (size, size)
     return responses.T
 
 
@@ -89,11 +78,10 @@ class PrincipalComponents:
     @classmethod
     def fit(cls, images: torch.Tensor) -> "PrincipalComponents":
         """All 784 components of `images` (N, 1, 28, 28); keep the first k with `.first(k)`."""
-        pixels = images.flatten(1).double()  # (N, 784); float64, since each covariance entry sums N products
+        pixels = images.flatten(1).double()  # (N, 784), float64 for the sums
         mean, covariance = pixels.mean(dim=0), torch.cov(pixels.T)  # (784,), (784, 784)
-        # The eigenvectors of the covariance are the principal directions; eigh sorts them by
-        # ascending variance, so flip to put the largest first.
-        _, eigenvectors = torch.linalg.eigh(covariance)  # columns are eigenvectors
+        # eigh sorts by ascending variance: flip, largest first
+        _, eigenvectors = torch.linalg.eigh(covariance)
         return cls(mean.float(), eigenvectors.flip(dims=[1]).T.float().contiguous())
 
     def first(self, count: int) -> "PrincipalComponents":
@@ -109,16 +97,14 @@ class PrincipalComponents:
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         pixels = codes @ self.components + self.mean  # (N, k) -> (N, 784)
-        return clip(pixels).view(-1, 1, 28, 28)  # clean pixels lie in [0, 1], as the model's sigmoid ensures
+        return clip(pixels).view(-1, 1, 28, 28)  # as the model's sigmoid does
 
 
 def components_to_match(analysis: PrincipalComponents, noisy: torch.Tensor, clean: torch.Tensor,
                         target_mae: float) -> int | None:
     """The fewest principal components whose reconstruction of `noisy` reaches `target_mae`; None if none does.
 
-    More components keep more of the image but also more of the noise, so the error first falls,
-    then rises again. The smallest count that reaches the target lies before the lowest point, and
-    the error falls all the way there, so a bisection finds it.
+    The error falls, then rises as components keep more noise: bisection before its lowest point.
     """
     coefficients = analysis.encode(noisy)  # (N, 784), every component at once
 
@@ -149,10 +135,9 @@ def denoisers(model: torch.nn.Module, pca: PrincipalComponents, blur_sigma: floa
 
 @torch.no_grad()
 def errors_at_noise_levels(methods: dict, clean: torch.Tensor, unit_noise: torch.Tensor, levels) -> dict:
-    """Mean absolute error of each method on `clean + std * unit_noise` for each std: {method: [MAE per level]}.
+    """Each method's MAE on `clean + std * unit_noise` for each std: {method: [MAE per level]}.
 
-    The same unit noise serves every level, so the levels differ only in strength. Each method stays
-    as it was fitted (the model trained, the blur and PCA chosen) at the run's own noise.
+    One unit noise for every level; each method stays as fitted at the run's own noise.
     """
     errors = {name: [] for name in methods}
     for std in levels:

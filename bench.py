@@ -1,17 +1,11 @@
-"""How fast one training epoch is, measured side by side in one run on this machine.
+"""How fast one training epoch is, measured side by side on this machine (docs/speed.md).
 
     python bench.py                    # this machine's accelerator, or the CPU
-    python bench.py --device cpu       # force a device: cpu, cuda or mps
-    python bench.py --epochs 30        # time more epochs than the default 10
+    python bench.py --device cpu --epochs 30
 
-Rows, all on the same model, the same 50,000 images, batches of 4096 and fresh noise per batch:
-  this project    train.py's own train_one_epoch, the very function a training run calls
-  bare loop       the same arithmetic written inline, with nothing else: the floor to compare with
-  DataLoader      the common tutorial style: torchvision's FashionMNIST with ToTensor and a DataLoader
-  CUDA graph      (CUDA only) the same step captured once and replayed, to show what kernel launches cost
-Then the arithmetic's own floor, evaluation throughput, and what a full 200-epoch run would take.
-Each row gives the median of its timed epochs with the fastest and slowest beside it; a row whose
-slowest is far above its fastest gets a warning, since the machine was busy and its median is unreliable.
+Rows, on the same model, images and batches: this project's train_one_epoch, the same arithmetic
+written bare, the DataLoader style of the tutorials, and on CUDA a CUDA graph. Then the
+arithmetic's floor, evaluation throughput, and what a full run would take.
 """
 
 import logging
@@ -31,13 +25,13 @@ from train import RECIPE, make_optimizer, train_one_epoch, training_loss, valida
 
 TRAIN_IMAGES = 60_000 - RECIPE["val_size"]  # what train.py trains on, the validation images held out
 BATCH_SIZE, NOISE_STD, LR = RECIPE["batch_size"], RECIPE["noise_std"], RECIPE["lr"]
-UNSTEADY = 1.5  # a row whose slowest repeat takes this many times its fastest was measured on a busy machine
-TIMER_SECONDS = 1.0  # how long torch.utils.benchmark repeats a short statement
-MATMUL_SIZE = 4096  # the arithmetic row times (MATMUL_SIZE x MATMUL_SIZE) @ (MATMUL_SIZE x MATMUL_SIZE) products
+UNSTEADY = 1.5  # slowest / fastest above this: a busy machine
+TIMER_SECONDS = 1.0  # per timed statement
+MATMUL_SIZE = 4096  # the arithmetic row's square matrices
 
 
 def synchronize(device: torch.device) -> None:
-    # Accelerators run asynchronously: wait for the queued work, or the clock reads only the launches.
+    # else the clock reads only the launches
     if device.type != "cpu":
         torch.accelerator.synchronize()
 
@@ -127,13 +121,11 @@ def time_dataloader_tutorial(data_dir, image_count, device, epochs) -> float:
 
 def time_cuda_graph(images, device, epochs) -> float:
     """The same step captured in a CUDA graph: one launch per batch instead of dozens.
-
-    Full batches only (a graph has fixed shapes), and the noise comes from the default CUDA
-    generator, which graphs know how to advance on each replay.
+    Full batches only; the noise comes from the default CUDA generator, which a replay advances.
     """
     torch.manual_seed(0)
     model = DenoisingAutoencoder().to(device)
-    # capturable=True keeps Adam's step count on the GPU, so the step can be recorded in the graph.
+    # capturable: Adam's step count stays on the GPU
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, capturable=True)
     static_clean = images[:BATCH_SIZE].clone()
 
@@ -176,8 +168,7 @@ def flops_per_epoch(image_count: int) -> float:
 
 def timed(statement):
     """torch.utils.benchmark's timing of a short statement: it repeats it, and waits for the device."""
-    # Importing it looks for a CUDA toolkit (to compile C++ timers, which this does not use) and
-    # warns where one is installed without a GPU: a warning about nothing timed here.
+    # its import warns of a CUDA toolkit it does not use here
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import benchmark
 
@@ -207,8 +198,8 @@ def main(argv=None) -> None:
     fetch_data(args.data_dir)
     images, _ = load_fashion_mnist(args.data_dir, train=True)
     test_clean, test_noisy, _ = noisy_test_set(args.data_dir, NOISE_STD)
-    images = images[:TRAIN_IMAGES].to(device)  # (50000, 1, 28, 28), resident on the device
-    device = images.device  # the very device the data sits on (cuda:0, not cuda), for every generator made for it
+    images = images[:TRAIN_IMAGES].to(device)  # (50000, 1, 28, 28)
+    device = images.device  # cuda:0, not cuda: for generators
     test_clean, test_noisy = test_clean.to(device), test_noisy.to(device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
           f"{len(images):,} images, batch {BATCH_SIZE}; median of {args.epochs} epochs after 1 warm-up")

@@ -151,7 +151,7 @@ def script(main):
             with contextlib.suppress(OSError, ValueError):  # a notebook's output is no file
                 try:
                     stdout.flush()
-                except OSError:  # it takes no more: drop the rest, so that the exit's own flush cannot fail
+                except OSError:  # full: drop the rest, or the exit's flush fails too
                     os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
             sys.exit(f"error: {in_words(error)}")
         finally:

@@ -1,7 +1,7 @@
-"""The denoising autoencoder: the model, in one file that imports only torch.
+"""The denoising autoencoder: the model, importing only torch.
 
 A denoising autoencoder (Vincent et al., 2008) maps a corrupted image back to the clean one through
-a narrow bottleneck, here 8 numbers an image, so the code keeps what matters and drops the noise:
+a narrow bottleneck, here 8 numbers, so the code keeps what matters and drops the noise:
 
     encoder: Flatten, 784 -> 128, LeakyReLU, 128 -> 64, LeakyReLU, 64 -> latent_dim
     decoder: latent_dim -> 64, LeakyReLU, 64 -> 128, LeakyReLU, 128 -> 784, Sigmoid

@@ -1,14 +1,9 @@
 """Fashion-MNIST as tensors, the train/validation split, and the Gaussian noise: the recipe's data.
 
-Fashion-MNIST (Xiao et al., 2017) is 70,000 grey 28x28 pictures of clothing in 10 classes:
-60,000 for training and 10,000 for testing. Here the images are one float tensor in [0, 1] of
-shape (N, 1, 28, 28), so training keeps the whole set on its device and slices batches out of it,
-with no per-image DataLoader.
-
-It imports only torch and torchvision: copy it alone into a notebook, and torchvision downloads the
-four files into the data directory the first time. The scripts also find them offline (files put
-by hand, or Debian's package): files.py, the plumbing, puts them where torchvision looks.
-For another dataset of the same format (MNIST, KMNIST), change DATASET and CLASS_NAMES.
+Fashion-MNIST (Xiao et al., 2017): 60,000 training and 10,000 test images of clothing, 28x28
+grey, 10 classes. The images are one float tensor (N, 1, 28, 28) in [0, 1], so training slices
+batches out of it on its device, with no DataLoader. It imports only torch and torchvision:
+copied alone, torchvision downloads the files the first time.
 """
 
 import torch
@@ -17,8 +12,7 @@ import torchvision
 DATASET = torchvision.datasets.FashionMNIST  # torchvision's reader: its folder name, its mirrors
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-# Every evaluation corrupts the test images with noise from this seed, so two models are always
-# measured on the very same noisy images.
+# Every evaluation's test noise: two models meet the same noisy images
 TEST_NOISE_SEED = 0
 
 
@@ -42,9 +36,9 @@ def add_noise(x: torch.Tensor, std: float, *, generator: torch.Generator | None 
 
 def training_split(images: torch.Tensor, labels: torch.Tensor, validation_size: int, noise_std: float, *,
                    generator: torch.Generator | None = None) -> tuple[tuple, tuple]:
-    """Shuffle and hold out `validation_size` images, with their noise drawn once, so that losses
-    of different epochs compare: ((train images, labels), (validation images, noisy ones)). The
-    split and the noise both come from `generator`, so a run's seed rebuilds the very same images."""
+    """Shuffle and hold out `validation_size` images with their noise, drawn once so that epochs
+    compare: ((train images, labels), (validation images, noisy ones)), all from `generator`.
+    """
     if not 0 < validation_size < len(images):
         raise ValueError(f"cannot hold out {validation_size:,} of {len(images):,} images for validation")
     order = torch.randperm(len(images), generator=generator)

@@ -1,22 +1,12 @@
-"""Measure a trained run (this DAE, or a fork's model) on the Fashion-MNIST test set.
+"""Measure a trained run on the Fashion-MNIST test set.
 
     python evaluate.py                        # the newest run in runs/
     python evaluate.py --run-dir runs/seed3   # another run
     python evaluate.py --noise-std 0.3        # harder noise than the run trained on
 
-The headline is the published metric: the mean absolute error between the model's output for the
-noisy test image and the clean test image, over all 10,000 test images and all pixels. Beside
-it, on the same noisy images, the denoisers of baselines.py: three that learn nothing, and PCA,
-the best linear code of the same size. Then the error at other noise levels, the error per class,
-and how well the codes group images by class (k-nearest neighbours), the model's beside PCA's.
-Every method is fitted once, at the noise the run trained with (the blur's width, PCA, the
-training codes for the neighbours), and a test at other noise measures them as they are.
-
-Prints a report and writes it to <run-dir>/metrics.json; at a --noise-std other than the run's own,
-to metrics-noise<std>.json beside it. It runs on the CPU: the same checkpoint on the same machine,
-with the same versions and thread count, gives the same numbers to the last bit. Another thread
-count or CPU changes the order of the sums, and so the last digits (measured: 1 thread against 2,
-test MAE 0.0675393865 against 0.0675393939, the same to the 5 decimals the report prints).
+The headline is the published metric: the mean absolute error between the output for each noisy
+test image and the clean one. Beside it: baselines, other noise levels, the error per class, and
+how well the codes group images by class. Written to <run-dir>/metrics.json.
 """
 
 import json
@@ -35,9 +25,9 @@ from files import DATA_DIR, describes, load_checkpoint, write_atomically
 from runs import ALL_EPOCHS, CHECKPOINT_FILE, EARLY_STOPPING, run_state, run_to_use
 from train import MAX_NOISE_STD, load_split
 
-PUBLISHED_TEST_MAE = 0.06857  # one run of the published recipe, test noise std 0.2
-PUBLISHED_MODEL = "fashion-mnist-dae/1"  # the checkpoint format of the model it is for, this DAE
-NEIGHBOURS = 5  # k of the k-nearest-neighbour classifier on the codes
+PUBLISHED_TEST_MAE = 0.06857  # test noise std 0.2
+PUBLISHED_MODEL = "fashion-mnist-dae/1"  # the model it is for
+NEIGHBOURS = 5  # k of the kNN on the codes
 
 
 @dataclass
@@ -58,16 +48,18 @@ class RunData:
 
 @torch.no_grad()
 def run_data(model, checkpoint: dict, data_dir, noise_std: float | None = None) -> RunData:
-    """The run's split and validation noise from its seed, and the test set at `noise_std` (None: the run's)."""
+    """The run's split and noise, rebuilt from its seed, and the test set at `noise_std` (None:
+    the run's own), with the model's codes of the noisy images."""
     config = checkpoint["config"]
     generator = torch.Generator().manual_seed(config["seed"])
     (train_images, train_labels), (val_clean, val_noisy) = load_split(
-        data_dir, config["val_size"], config["noise_std"], generator, "pass the --data-dir the run was trained on")
-    test_clean, test_noisy, test_labels = noisy_test_set(data_dir, config["noise_std"] if noise_std is None
-                                                         else noise_std)
-    train_noisy = add_noise(train_images, config["noise_std"], generator=generator)  # next from the run's seed
-    return RunData(test_clean, test_noisy, test_labels, train_images, train_labels, train_noisy, val_clean,
-                   val_noisy, model.encode(train_noisy), model.encode(test_noisy))
+        data_dir, config["val_size"], config["noise_std"], generator,
+        "pass the --data-dir the run was trained on")
+    test_std = config["noise_std"] if noise_std is None else noise_std
+    test_clean, test_noisy, test_labels = noisy_test_set(data_dir, test_std)
+    train_noisy = add_noise(train_images, config["noise_std"], generator=generator)  # seeded too
+    return RunData(test_clean, test_noisy, test_labels, train_images, train_labels, train_noisy,
+                   val_clean, val_noisy, model.encode(train_noisy), model.encode(test_noisy))
 
 
 def mae_per_class(prediction: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -82,7 +74,7 @@ def knn_accuracy(train_codes: torch.Tensor, train_labels: torch.Tensor, test_cod
                  test_labels: torch.Tensor, k: int) -> float:
     """Share of test codes whose k nearest training codes (Euclidean) vote for the right class."""
     predictions = []
-    for chunk in test_codes.split(1000):  # (1000, 50000) distances at a time, not (10000, 50000)
+    for chunk in test_codes.split(1000):  # (1000, N) distances at a time
         nearest = torch.cdist(chunk, train_codes).topk(k, largest=False).indices  # (1000, k)
         predictions.append(train_labels[nearest].mode(dim=1).values)  # ties: the lowest class
     return (torch.cat(predictions) == test_labels).float().mean().item()
@@ -115,15 +107,15 @@ def scores(prediction: torch.Tensor, clean: torch.Tensor) -> dict:
 @torch.no_grad()
 def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
     """Every number of the report for the run in `run_dir`, at test noise `noise_std` (None: the
-    run's own). Every method is fitted once, at the noise the run trained with, as the model was:
-    a test at other noise measures each as it is, not refitted."""
+    run's own). Every method is fitted once, at the run's own noise, as the model was.
+    """
     if noise_std is not None and not 0 <= noise_std <= MAX_NOISE_STD:  # nan fails this too
         raise ValueError(f"noise_std must be from 0 to {MAX_NOISE_STD:g}, got {noise_std}")
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     training_noise_std = checkpoint["config"]["noise_std"]
     noise_std = training_noise_std if noise_std is None else noise_std
-    run = run_data(model, checkpoint, data_dir, noise_std)  # test set, split, codes
-    # The run's own split: its validation images choose the blur, its training images fit PCA.
+    run = run_data(model, checkpoint, data_dir, noise_std)
+    # The run's split: PCA fits its training images, the blur its validation
     all_components = PrincipalComponents.fit(run.train_images)
     pca = all_components.first(model.latent_dim)  # a linear code as large as the model's
     blur_sigma = choose_blur_sigma(run.val_noisy, run.val_clean)
@@ -262,7 +254,7 @@ def main(argv=None) -> None:
 
     run_dir = run_to_use(args.run_dir, "evaluating", args.while_training)
     metrics = evaluate(run_dir, args.data_dir, args.noise_std)
-    # Written before it is printed: `python evaluate.py | head -3` still leaves the whole report.
+    # written before printed: `| head -3` leaves it whole
     name = metrics_file(metrics["noise_std"], metrics["run"]["training_noise_std"])
     write_atomically(run_dir / name, json_text(metrics).encode())
     print_report(json.loads(json_text(metrics)))  # the report shows what the file holds

@@ -1,19 +1,10 @@
 """The explorer: one HTML page where a learner moves the code's numbers and watches the garment change.
 
     python explorer.py                        # the newest run: writes runs/<run>/explorer.html
-    python explorer.py --run-dir runs/seed3   # another run
     python explorer.py --measure runs/seed3/explorer.html   # its speed in headless Chromium
 
-visualize.py writes the page too. Open it in any browser, from disk and offline. In a notebook,
-`IPython.display.HTML(explorer.in_a_frame("runs/<run>/explorer.html"))` shows it below the cell.
-
-The page is explorer.html beside this file, with the run's data put in: the decoder's layers and
-weights, the codes of some test images with their pictures, and the range and sampling
-distribution of the training codes. In the browser, the decoder runs layer by layer as plain
-arithmetic. It knows these layers (DECODER_LAYERS): Linear, Conv2d, ConvTranspose2d, Unflatten,
-Flatten, ReLU, LeakyReLU, Sigmoid, Tanh, Identity and Dropout (which does nothing at test time).
-A decoder with another layer, or one whose `forward` does more than run its layers in order, gets
-no page, and a line that says so. Off the reader's path, like bench.py.
+visualize.py writes the page too. It is explorer.html with the run's data put in; the browser runs
+the decoder layer by layer (DECODER_LAYERS). A decoder it cannot run gets no page, and a line.
 """
 
 import base64
@@ -33,12 +24,12 @@ from files import DATA_DIR, describes, load_checkpoint, write_atomically
 from runs import CHECKPOINT_FILE, run_to_use
 
 TEMPLATE = Path(__file__).resolve().parent / "explorer.html"
-PICTURES_PER_CLASS = 20  # test images a learner can start from, with their pictures (5 past d = 64)
-PLOTTED_CODES = 2000  # test codes in the code plane's scatter
-SLIDERS = 16  # the most code numbers with a slider each; past that, the rest keep their values
-FULL_COVARIANCE = 64  # past this many numbers, samples are drawn number by number (a smaller page)
+PICTURES_PER_CLASS = 20  # to start from (5 past d = 64)
+PLOTTED_CODES = 2000  # in the code plane
+SLIDERS = 16  # the most code numbers with one
+FULL_COVARIANCE = 64  # past it, samples number by number
 MAX_BYTES = 1_500_000
-# The layers the page's decoder runs, by their torch.nn class, and what it needs to know of each.
+# The layers the page's decoder runs
 DECODER_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Unflatten, nn.Flatten, nn.ReLU, nn.LeakyReLU,
                   nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout)
 
@@ -53,10 +44,8 @@ def as_base64(tensor: torch.Tensor, dtype=torch.float32) -> str:
 
 
 def decoder_layers(model: nn.Module) -> list[dict]:
-    """The decoder, layer by layer, as the page runs it; PageError for a decoder the page cannot draw.
-
-    The layers are the leaves of `model.decoder`, in order. That running them one after another is
-    `model.decode` is checked on a few random codes, since a `forward` may do more (add a skip, say).
+    """The decoder's leaf layers, in order, as the page runs them; PageError for one it cannot draw.
+    Checked on a few random codes against `model.decode`, which may do more (a skip, say).
     """
     decoder = getattr(model, "decoder", None)
     if not isinstance(decoder, nn.Module):
@@ -192,10 +181,9 @@ def in_a_frame(page_path, height: int = 1020) -> str:
 
 
 def measure_in_chromium(page: Path, moves: int = 200, browser=None) -> dict:
-    """Input to painted frame for `moves` slider moves by the arrow key in headless Chromium, in ms:
-    each move timed in the page from the key's input event to the first frame painted after it (a
-    requestAnimationFrame, then a task after that frame). Needs the development tool playwright
-    (`pip install playwright`) and Debian's `chromium`; `browser`, if given, is a playwright one."""
+    """Milliseconds from a slider's input event to the frame painted after it, for `moves` arrow-key
+    moves in headless Chromium. Needs playwright (a development tool) and Debian's `chromium`.
+    """
     if browser is None:
         try:
             from playwright.sync_api import sync_playwright
@@ -222,7 +210,7 @@ def measure_in_chromium(page: Path, moves: int = 200, browser=None) -> dict:
             "handled_median": statistics.median(handled), "handled_worst": max(handled)}
 
 
-# Chromium as the tests and --measure start it: headless, offline, no GPU (these machines have none).
+# headless, offline, no GPU
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 MEASURE_SCRIPT = """

@@ -24,7 +24,7 @@ from cli import UserError
 from dae import DenoisingAutoencoder
 
 DATA_DIR = Path(__file__).resolve().parent / "data"  # the scripts' default --data-dir
-# Where Debian installs a dataset's files, by torchvision's name for it: taken for that dataset alone.
+# Debian's copy, by torchvision's name: for that dataset alone
 SYSTEM_COPIES = {"FashionMNIST": Path("/usr/share/datasets/fashion-mnist")}
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 REPLACE = "move it elsewhere to keep it, and put the dataset's original file in its place"

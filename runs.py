@@ -26,7 +26,7 @@ except ImportError:
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
 NEW_RUN_DIR = "runs/<date>_<time>"  # --run-dir's default
 CHECKPOINT_FILE, LOCK_FILE = "checkpoint.pt", "train.lock"
-# How a run ended (its checkpoint's stop_kind), and the shell's status where a signal ended it.
+# How a run ended (stop_kind), and the shell's status for a signal
 RUNNING, ALL_EPOCHS, EARLY_STOPPING, DIVERGED, FAILED = "running", "all epochs", "early stopping", "diverged", "failed"
 INTERRUPTED, TERMINATED, HUNG_UP = "interrupted", "terminated", "hung up"
 EXIT_STATUS = {INTERRUPTED: 130, TERMINATED: 143, HUNG_UP: 129}
@@ -50,8 +50,8 @@ class Run:
         self.config = {name: str(value) if isinstance(value, torch.device) else value for name, value in config.items()}
         self.run_info = {**run_info, "torch_version": str(torch.__version__), "started_at": now()}
         self.divergence_remedy = divergence_remedy
-        self.history, self.best_epoch, self.best_state, self.saved, self.lock, self.handlers = {}, 0, None, False, None, {}
-        self.new_lock = False
+        self.history, self.best_epoch, self.best_state, self.saved = {}, 0, None, False
+        self.lock, self.new_lock, self.handlers = None, False, {}
         self.stop_kind, self.stop_reason = ALL_EPOCHS, f"reached --epochs {config['epochs']}"
 
     def epoch_ended(self, epoch: int, model, history: dict, kept: bool, stopping: bool) -> None:

@@ -21,8 +21,7 @@ from data import add_noise, check_images, load_fashion_mnist, training_split
 from files import DATA_DIR, fetch_data, load_checkpoint
 from runs import CHECKPOINT_FILE, EXIT_STATUS, NEW_RUN_DIR, Run
 
-# The published recipe: the one place it is written. The flags' defaults come from here, and a
-# run records which of them it changed, so evaluate.py knows whether 0.06857 compares.
+# The published recipe: the one place it is written
 RECIPE = {
     "epochs": 200,  # at most; early stopping may end the run sooner
     "batch_size": 4096,
@@ -33,22 +32,21 @@ RECIPE = {
     "min_delta": 1e-3,
     "val_size": 10_000,  # of the 60,000 training images, held out for validation
 }
-OBJECTIVE = "L1 loss (mean absolute error)"  # what training_loss minimizes; the loss figure's label
-VALIDATION = OBJECTIVE  # what validation_loss measures, by which the loop keeps weights and stops
+OBJECTIVE = "L1 loss (mean absolute error)"  # training_loss's
+VALIDATION = OBJECTIVE  # validation_loss's
 
 
-# ---- The recipe: the objective, one epoch, the validation loss, and when to stop ----
+# ---- The recipe ----
 
 def training_loss(model: torch.nn.Module, noisy: torch.Tensor, clean: torch.Tensor) -> dict:
-    """The objective, as {"loss": what the optimizer minimizes, other terms worth logging}: for this
-    DAE, the L1 distance (mean absolute error) from the output for `noisy` to `clean`. A VAE adds
-    its KL term here (docs/vae.patch); the epoch line logs every term."""
+    """The objective, as {"loss": what the optimizer minimizes, other terms worth logging}: here
+    the L1 distance from the output for `noisy` to `clean`. A VAE adds its KL term here.
+    """
     return {"loss": F.l1_loss(model(noisy), clean)}
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
-    # fused=True does Adam's arithmetic in one kernel per step. It rounds in another order than the
-    # plain Adam tutorials write: a copy with plain Adam agrees to rounding, not bit for bit.
+    # fused: one kernel a step; plain Adam agrees to rounding
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
@@ -59,8 +57,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, im
     `generator` (on the images' device) draws the shuffle and the noise; else torch's does."""
     check_images(images)
     model.train()
-    # Tutorials use a DataLoader that makes tensors batch by batch; here the whole set already is
-    # one tensor on the device, so a batch is an index slice of it.
+    # The whole set is one tensor on the device: a batch is a slice
     order = torch.randperm(len(images), device=images.device, generator=generator)
     sums = defaultdict(lambda: torch.zeros((), device=images.device))
     for start in range(0, len(images), batch_size):
@@ -71,8 +68,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, im
         optimizer.zero_grad(set_to_none=True)  # backward then writes gradients, not adds to them
         terms["loss"].backward()
         optimizer.step()
-        # Tutorials call loss.item() here, which makes the host wait for the device every batch.
-        # Summed on the device, the host waits once per epoch.
+        # Summed on the device: no .item(), no wait each batch
         for name, value in terms.items():
             sums[name] += value.detach() * len(clean)
     return {name: total.item() / len(images) for name, total in sums.items()}
@@ -88,9 +84,9 @@ def validation_loss(model: torch.nn.Module, noisy: torch.Tensor, clean: torch.Te
 
 
 class EarlyStopping:
-    """Says when to stop: after `patience` epochs in a row with no improvement, where an improvement
-    is a loss more than `min_delta` below the loss of the last improvement. It decides only when to
-    stop: which weights to keep (those of the lowest loss) is the loop's."""
+    """Says when to stop: after `patience` epochs in a row whose loss is not `min_delta` below the
+    loss of the last improvement. Which weights to keep is the loop's decision.
+    """
 
     def __init__(self, patience: int, min_delta: float):
         self.patience, self.min_delta = patience, min_delta
@@ -111,14 +107,14 @@ def fit(model: torch.nn.Module, train_images: torch.Tensor, val_noisy: torch.Ten
         val_clean: torch.Tensor, recipe: dict = RECIPE, *, generator: torch.Generator | None = None,
         run=None) -> dict:
     """Train `model` by `recipe`, leave it the weights of its lowest validation loss, and return the
-    history: per epoch train_loss (train_<term>: a fork's other terms), val_loss, epoch_seconds.
-    `run`, if given, hears of each epoch: train.py's RunSaver saves it; a notebook leaves it out."""
+    history: per epoch train_loss (and a fork's other terms), val_loss, epoch_seconds. `run`
+    hears of each epoch (train.py saves it); a notebook leaves it out.
+    """
     optimizer = make_optimizer(model, recipe["lr"])
     early_stopping = EarlyStopping(recipe["patience"], recipe["min_delta"])
     history, lowest, kept = defaultdict(list), math.inf, None
     for epoch in range(1, recipe["epochs"] + 1):
-        # The epoch: every training image once, with fresh noise; then validation, on the same
-        # noisy validation images every epoch, so that the losses compare.
+        # Train on every image once, then validate
         start = time.perf_counter()
         terms = train_one_epoch(model, optimizer, train_images, recipe["batch_size"],
                                 recipe["noise_std"], generator=generator)
@@ -129,7 +125,7 @@ def fit(model: torch.nn.Module, train_images: torch.Tensor, val_noisy: torch.Ten
             history[name].append(value)
         finite = all(map(math.isfinite, record.values()))
 
-        # Keep a copy of the weights of the lowest validation loss so far: the model fit returns.
+        # Keep the weights of the lowest validation loss
         is_lowest = finite and record["val_loss"] < lowest
         if is_lowest:
             lowest = record["val_loss"]
@@ -161,27 +157,27 @@ def epoch_line(epoch: int, epochs: int, record: dict, kept: bool, stopping: Earl
 
 # ---- The plumbing: a run saved as it goes, and the command line ----
 
-MAX_NOISE_STD = 10.0  # pixels lie in [0, 1]: noise 100 times the signal is plenty
-MIN_TRAINING_IMAGES = 10  # evaluate.py's neighbours and PCA need a few
+MAX_NOISE_STD = 10.0  # 100 times the signal
+MIN_TRAINING_IMAGES = 10  # for evaluate.py's kNN and PCA
 
 
 def train(args) -> tuple:
-    """Run the recipe that `args` describes (`parse_args([...])`), saving the run as it goes; returns
-    the kept model (CPU, eval mode) and its checkpoint, or (None, None) if nothing was saved."""
+    """Run the recipe that `args` describes (`parse_args([...])`), saving the run as it goes;
+    returns the kept model (CPU, eval mode) and its checkpoint, or (None, None) if none saved."""
     print(f"device {args.device}, torch {torch.__version__}")
     recipe = {name: getattr(args, name) for name in RECIPE}
     changes = {name: value for name, value in recipe.items() if value != RECIPE[name]}
-    remedy = (f"a learning rate or a noise far too large does this: lower --lr (this run {args.lr:g}, the recipe "
-              f"{RECIPE['lr']:g}) or --noise-std (this run {args.noise_std:g}, the recipe {RECIPE['noise_std']:g})")
+    remedy = (f"a learning rate or a noise far too large does this: lower --lr (this run "
+              f"{args.lr:g}, the recipe {RECIPE['lr']:g}) or --noise-std (this run "
+              f"{args.noise_std:g}, the recipe {RECIPE['noise_std']:g})")
     run_info = {"recipe_changes": changes, "objective": OBJECTIVE, "validation": VALIDATION}
     with Run(args.run_dir, vars(args), run_info, remedy) as run:
-        # --seed fixes all that is random: the split and the validation noise, the initial weights
-        # (both on the CPU, so every device starts alike), and the training shuffle and noise.
+        # --seed fixes the split, the weights (on the CPU) and the noise
         (train_images, _), (val_images, val_noisy) = load_split(
             args.data_dir, args.val_size, args.noise_std, torch.Generator().manual_seed(args.seed),
             "choose a --val-size between 1 and {most:,}")
         print(f"{len(train_images):,} training and {len(val_images):,} validation images")
-        # The whole data set lives on the device: a batch is a slice, not a copy from the host.
+        # The whole data set lives on the device
         train_images, val_noisy, val_images = (images.to(args.device)
                                                for images in (train_images, val_noisy, val_images))
         torch.manual_seed(args.seed)
@@ -193,14 +189,16 @@ def train(args) -> tuple:
     return load_checkpoint(run.run_dir / CHECKPOINT_FILE) if run.saved else (None, None)
 
 
-def load_split(data_dir, val_size: int, noise_std: float, generator: torch.Generator, remedy: str) -> tuple:
-    """data.py's `training_split` from `generator`; `remedy` ends the line that refuses a `val_size`."""
+def load_split(data_dir, val_size: int, noise_std: float, generator: torch.Generator,
+               remedy: str) -> tuple:
+    """data.py's `training_split` from `generator`; `remedy` ends a refused `val_size`'s line."""
     fetch_data(data_dir)
     images, labels = load_fashion_mnist(data_dir, train=True)
     most = len(images) - MIN_TRAINING_IMAGES
     if not 0 < val_size <= most:
-        raise cli.UserError(f"a validation set of {val_size:,} images leaves too few of the {len(images):,} in "
-                            f"{data_dir} for training: {remedy.format(most=most)}")
+        raise cli.UserError(f"a validation set of {val_size:,} images leaves too few of the "
+                            f"{len(images):,} in {data_dir} for training: "
+                            f"{remedy.format(most=most)}")
     return training_split(images, labels, val_size, noise_std, generator=generator)
 
 
@@ -209,16 +207,18 @@ def parse_args(argv=None):
     flag, positive = parser.add_argument, cli.bounded(int, 1)
     flag("--epochs", type=positive, default=RECIPE["epochs"], help="most epochs to train")
     flag("--batch-size", type=positive, default=RECIPE["batch_size"], help="images a step")
-    flag("--lr", type=cli.bounded(float, 0, above=True), default=RECIPE["lr"], help="Adam learning rate")
+    flag("--lr", type=cli.bounded(float, 0, above=True), default=RECIPE["lr"],
+         help="Adam learning rate")
     flag("--noise-std", type=cli.bounded(float, 0, MAX_NOISE_STD), default=RECIPE["noise_std"],
          help="std of the noise")
     flag("--latent-dim", type=cli.bounded(int, 1, IMAGE_PIXELS), default=RECIPE["latent_dim"],
          help="numbers in the code")
-    flag("--patience", type=positive, default=RECIPE["patience"], help="epochs to wait for an improvement")
+    flag("--patience", type=positive, default=RECIPE["patience"], help="epochs to wait")
     flag("--min-delta", type=cli.bounded(float, 0), default=RECIPE["min_delta"],
          help="smallest drop in validation loss that counts as improvement")
     flag("--val-size", type=positive, default=RECIPE["val_size"], help="images to validate")
-    flag("--seed", type=cli.bounded(int, 0, 2**64 - 1), default=0, help="seeds the split, the weights and the noise")
+    flag("--seed", type=cli.bounded(int, 0, 2**64 - 1), default=0,
+         help="seeds the split, the weights and the noise")
     flag("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
     flag("--run-dir", default=NEW_RUN_DIR, help="a new or empty directory for the run")
     flag("--device", type=cli.device, default="auto", help="auto, cpu, cuda or mps")

@@ -4,21 +4,9 @@
     python visualize.py --run-dir runs/seed3   # another run
     python visualize.py --show                 # also open the figures in windows
 
-Writes these figures into the run directory and prints the path of each:
-  reconstructions.png     clean / noisy / PCA / denoised test images, one of each class
-  latent_pairs.png        the test set's codes as a corner plot: every pair of dimensions, coloured by class,
-                          and each dimension's distribution per class on the diagonal
-  latent_traversals.png   one dimension of a typical code moved across its range at a time, decoded
-  samples.png             random codes, decoded: what the code space makes when nothing is encoded
-  interpolations.png      from one test image to another: a fade in pixels, and straight lines in
-                          PCA's code and in the model's code, decoded
-  latent_grid.png         (only for a 2-number code) the code plane covered by decoded images,
-                          beside the test codes coloured by class
-  noise_levels.png        test error against the strength of the noise, beside the baselines
-  loss_curves.png         training and validation loss per epoch, the best epoch marked
-  explorer.html           a page to move the code's numbers by hand (explorer.py)
-
-Works without a display (over SSH, in CI): figures are drawn off screen unless --show is given.
+Figures: reconstructions, latent_pairs (the codes, every pair of dimensions), latent_traversals,
+samples, interpolations, latent_grid (a 2-number code only), noise_levels, loss_curves; and
+explorer.html. docs/results.md shows each.
 """
 
 import io
@@ -39,14 +27,13 @@ from files import DATA_DIR, describes, load_checkpoint, write_atomically
 from runs import CHECKPOINT_FILE, EARLY_STOPPING, run_to_use
 
 TRAVERSAL_STEPS = 9
-SAMPLE_ROWS = 6  # samples.png shows SAMPLE_ROWS x SAMPLE_ROWS decoded random codes
-SAMPLE_SEED = 0  # the same run always draws the same samples
-INTERPOLATION_STEPS = 9  # odd, so that the middle step is the exact mid-point
+SAMPLE_ROWS = 6  # samples.png is 6 x 6
+SAMPLE_SEED = 0
+INTERPOLATION_STEPS = 9  # odd: a mid-point
 INTERPOLATION_PAIRS = (("T-shirt/top", "Trouser"), ("Sneaker", "Ankle boot"), ("Pullover", "Bag"))
-TILE_GAP = 2  # white pixels between the images of a tiled picture
-DPI = 90  # with the corner plot's size limit below, keeps every figure under 600 KB
-# The most code dimensions a figure draws one by one: a corner plot of d = 1,000 would have half a
-# million panels. Past this, the corner plot and the traversals show the first ones and say so.
+TILE_GAP = 2  # white pixels between images
+DPI = 90  # every figure under 600 KB
+# The most code dimensions a figure draws, and says so
 MAX_DRAWN_DIMENSIONS = 16
 
 
@@ -56,8 +43,7 @@ def plot_reconstructions(rows: dict, labels: torch.Tensor, class_names=CLASS_NAM
     """One row per entry of `rows` (name -> images (N, 1, 28, 28)), one column per class: its first image."""
     first_of_class = [(labels == index).nonzero()[0].item() for index in range(len(class_names))]
     chosen = torch.cat([images[first_of_class] for images in rows.values()])  # (rows * classes, 1, 28, 28)
-    # One picture, 2 white pixels between images. A fixed 0-1 range: noise that leaves [0, 1] shows
-    # clipped, not rescaled into a different picture.
+    # A fixed 0-1 range: noise outside it shows clipped, not rescaled
     picture = torchvision.utils.make_grid(chosen.clamp(0, 1), nrow=len(class_names), padding=2, pad_value=1)[0]
     figure, axis = plt.subplots(figsize=(1.2 * len(class_names) + 1.6, 1.2 * len(rows) + 0.5))
     axis.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -73,25 +59,24 @@ def plot_reconstructions(rows: dict, labels: torch.Tensor, class_names=CLASS_NAM
 
 
 def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLASS_NAMES, max_dimensions: int = 16):
-    """A corner plot of codes (N, d): the panel for (z_i, z_j), i < j, sits at row j, column i; the
-    diagonal holds each dimension's distribution per class; each dimension keeps one range down its
-    column and across its row. d(d-1)/2 scatter panels and d histograms, for the first `max_dimensions`."""
+    """A corner plot of codes (N, d): (z_i, z_j), i < j, at row j, column i; each dimension's
+    distribution per class on the diagonal; one range per dimension. The first `max_dimensions`.
+    """
     all_dimensions = codes.shape[1]
     codes = codes[:, :max_dimensions]  # past 16 or so, the panels could not be read
     dimensions = codes.shape[1]
-    # Each dimension's range holds 99% of the codes, with a margin, so that outliers do not squash the rest.
+    # 99% of the codes and a margin: outliers squash nothing
     low, high = torch.quantile(codes, torch.tensor([0.005, 0.995]), dim=0)  # (d,) each
     ranges = torch.stack([low - 0.05 * (high - low), high + 0.05 * (high - low)], dim=1).tolist()
-    colours = plt.get_cmap("tab10").colors  # one distinct colour per class
-    # d = 2 or 3: larger panels, so the legend fits beside. Past d = 8 the whole plot keeps d = 8's size
-    # (10.4 inches), with smaller panels, so that the PNG stays under 600 KB (d = 16 would be 2.1 MB).
+    colours = plt.get_cmap("tab10").colors
+    # Past d = 8, d = 8's size: the PNG stays under 600 KB
     panel_inches = min(3.0, max(1.3, 6 / dimensions), 10.4 / dimensions)
     size = panel_inches * dimensions
     legend_inches = 2.2 if dimensions == 1 else 0  # d >= 2 puts the legend in the empty upper triangle
     figure = plt.figure(figsize=(size + legend_inches, size))
     grid = figure.add_gridspec(dimensions, dimensions)
-    point_colours = torch.tensor(colours)[labels].numpy()  # (N, 3) RGB, one colour per point's class
-    ticks = 4 if dimensions <= 8 else 2  # smaller panels past d = 8 hold fewer tick labels
+    point_colours = torch.tensor(colours)[labels].numpy()  # (N, 3)
+    ticks = 4 if dimensions <= 8 else 2
     for row in range(dimensions):
         for column in range(row + 1):  # the upper triangle would repeat the lower one, mirrored
             axis = figure.add_subplot(grid[row, column])
@@ -108,7 +93,7 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLA
             axis.set_xlim(ranges[column])
             axis.xaxis.set_major_locator(plt.MaxNLocator(ticks))
             axis.tick_params(labelsize=6)
-            # Labels on the outer edge only, as pair plots have them: the bottom row and the left column.
+            # Labels on the outer edge only
             if row == dimensions - 1:
                 axis.set_xlabel(f"z{column}")
             else:
@@ -132,10 +117,10 @@ def plot_latent_grid(model: torch.nn.Module, codes: torch.Tensor, labels: torch.
                      class_names=CLASS_NAMES):
     """For a 2-number code: the code plane over the test codes' range, covered by decoded images (as in
     Kingma & Welling, 2014, figure 4), beside the test codes coloured by class on the same axes."""
-    # The plane holds 99% of the codes, with a margin, so that outliers do not squash the rest.
+    # 99% of the codes and a margin
     low, high = torch.quantile(codes, torch.tensor([0.005, 0.995]), dim=0)  # (2,) each
     low, high = low - 0.05 * (high - low), high + 0.05 * (high - low)
-    # Each decoded image sits over the code at its cell's centre; the top row first, as images are drawn.
+    # Each cell's centre, top row first
     cells = (torch.arange(steps) + 0.5) / steps
     z1, z0 = torch.meshgrid(high[1] - cells * (high[1] - low[1]), low[0] + cells * (high[0] - low[0]), indexing="ij")
     images = model.decode(torch.stack([z0, z1], dim=-1).view(-1, 2)).view(steps, steps, 28, 28)
@@ -157,9 +142,9 @@ def plot_latent_grid(model: torch.nn.Module, codes: torch.Tensor, labels: torch.
 
 def plot_loss_curves(history: dict, best_epoch: int | None = None, stopped_early: bool = False,
                      objective: str = "L1 loss", validation: str | None = None):
-    """Training and validation loss per epoch (`fit`'s history); the best epoch (default: that of the
-    lowest validation loss), and an early stop if there was one. `objective` and `validation` say
-    what each curve measures. A fork's other terms (train_<name>, a VAE's KL say) get a panel each."""
+    """Training and validation loss per epoch (`fit`'s history), the best epoch and an early stop
+    marked. `objective` and `validation` name the curves; a fork's other terms get a panel each.
+    """
     epochs = range(1, len(history["train_loss"]) + 1)
     best_epoch = best_epoch or 1 + min(range(len(epochs)), key=history["val_loss"].__getitem__)
     other_terms = [name for name in history if name.startswith("train_") and name != "train_loss"]
@@ -175,12 +160,11 @@ def plot_loss_curves(history: dict, best_epoch: int | None = None, stopped_early
     if stopped_early:
         axis.axvline(len(epochs), color="firebrick", linestyle=":", linewidth=1.5,
                      label=f"early stopping, epoch {len(epochs)}")
-    axis.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # no epoch 1.5 on short runs
-    if len(epochs) < 5:  # too few for that locator, which then falls back to fractions of an epoch
+    axis.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # no epoch 1.5
+    if len(epochs) < 5:  # too few for that locator
         axis.set_xlim(0.5, len(epochs) + 0.5)
         axis.set_xticks(list(epochs))
-    # The first epochs fall fast: a log scale keeps the late ones readable, where the losses are
-    # costs above 0 (a fork's, in nats of a density on [0, 1], may fall below).
+    # A log scale keeps late epochs readable, where losses stay above 0
     log_scale = min(history["train_loss"] + history["val_loss"]) > 0
     axis.set_yscale("log" if log_scale else "linear")
     axis.yaxis.set_major_formatter(plt.FormatStrFormatter("%.2f"))
@@ -200,10 +184,8 @@ def plot_loss_curves(history: dict, best_epoch: int | None = None, stopped_early
 # ---- The figures of a run's report ----
 
 def tile(images: torch.Tensor, columns: int, gap: int = TILE_GAP) -> torch.Tensor:
-    """Images (N, 1, 28, 28) side by side, `columns` to a row, `gap` white pixels apart: one (H, W) picture.
-
-    One picture in one axes draws much faster than an axes per image, and the white gaps keep
-    apart images whose backgrounds are black.
+    """Images (N, 1, 28, 28), `columns` to a row, `gap` white pixels apart: one (H, W) picture,
+    which draws much faster than an axes per image.
     """
     return torchvision.utils.make_grid(images, nrow=columns, padding=gap, pad_value=1)[0]
 
@@ -216,9 +198,7 @@ def tile_centres(count: int, gap: int = TILE_GAP) -> list[float]:
 @torch.no_grad()
 def plot_latent_traversals(model: torch.nn.Module, codes: torch.Tensor):
     """Row i: a typical code with z_i moved from the 2nd to the 98th percentile of its values, decoded.
-
-    The typical code is a real image's: the test code nearest the per-dimension median. (The median
-    itself need not be the code of any garment, and decodes to a blur.)
+    The typical code is the test code nearest the median: the median itself decodes to a blur.
     """
     all_dimensions = codes.shape[1]
     dimensions = min(all_dimensions, MAX_DRAWN_DIMENSIONS)  # the rows drawn: past 16, the first 16
@@ -231,9 +211,9 @@ def plot_latent_traversals(model: torch.nn.Module, codes: torch.Tensor):
         moved[dimension, :, dimension] = values[dimension]
     images = model.decode(moved.view(-1, all_dimensions))  # (rows * steps, 1, 28, 28), row by row
 
-    gap = 10  # room for each image's value over it
-    picture = tile(images, TRAVERSAL_STEPS, gap)  # (rows, columns) of pixels
-    width = 0.95 * TRAVERSAL_STEPS  # inches of images; the figure keeps the picture's own shape
+    gap = 10  # room for each value
+    picture = tile(images, TRAVERSAL_STEPS, gap)
+    width = 0.95 * TRAVERSAL_STEPS  # inches
     figure, axis = plt.subplots(figsize=(width + 0.8, width * picture.shape[0] / picture.shape[1] + 1.1))
     axis.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")  # crisp pixels, a smaller PNG
     columns, rows = tile_centres(TRAVERSAL_STEPS, gap), tile_centres(dimensions, gap)
@@ -273,11 +253,8 @@ def plot_noise_levels(levels: list, errors: dict, training_std: float):
 
 
 def sample_codes(mean: torch.Tensor, covariance: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """`count` codes (count, d) drawn from N(mean, covariance), repeatably with `generator`.
-
-    z = mean + A eps with eps ~ N(0, I) and A A^T = covariance; A = V sqrt(Lambda) from the
-    eigendecomposition covariance = V Lambda V^T, which, unlike a Cholesky factor, also exists when
-    a dimension never varies (an eigenvalue of 0).
+    """`count` codes (count, d) from N(mean, covariance), repeatably with `generator`:
+    mean + eps @ (V sqrt(Lambda))^T, which, unlike Cholesky, allows a dimension that never varies.
     """
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
     spread = eigenvectors * eigenvalues.clamp(min=0).sqrt()  # (d, d): V sqrt(Lambda), column j scaled
@@ -299,11 +276,8 @@ def plot_samples(images: torch.Tensor, title: str):
 @torch.no_grad()
 def interpolation_rows(model: torch.nn.Module, pca: PrincipalComponents, first: torch.Tensor, second: torch.Tensor,
                        steps: int = INTERPOLATION_STEPS) -> dict:
-    """From image `first` to image `second` (1, 28, 28 each) in `steps`: name -> images (steps, 1, 28, 28).
-
-    A fade in pixel space, and a straight line between the two codes of PCA and of the model, decoded:
-    step t is decode((1 - t) code(first) + t code(second)). The end points are each method's own
-    reconstruction of the two images (the fade's are the images themselves).
+    """From image `first` to `second` (1, 28, 28 each) in `steps`: name -> images (steps, 1, 28, 28).
+    A fade in pixels, and decode((1 - t) code(first) + t code(second)) for PCA and the model.
     """
     weights = torch.linspace(0, 1, steps).view(-1, 1)  # (steps, 1): t, from 0 to 1
 
@@ -342,7 +316,7 @@ def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes | None]:
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)
     noise_std = checkpoint["config"]["noise_std"]
     run = run_data(model, checkpoint, data_dir)
-    # The baselines, fitted as evaluate.py fits them: PCA on the run's training images, the blur on its validation set.
+    # The baselines, fitted as evaluate.py fits them
     pca = PrincipalComponents.fit(run.train_images).first(model.latent_dim)
     methods = denoisers(model, pca, choose_blur_sigma(run.val_noisy, run.val_clean))
     levels = sorted({*NOISE_LEVELS, noise_std})

@@ -88,9 +88,9 @@ def test_a_run_that_diverges_at_once_stops_with_one_line_and_saves_nothing(tiny_
     with pytest.raises(SystemExit) as exit_info:
         train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "3", "--lr", "1e38"))
     assert exit_info.value.code == (
-        "error: stopped after epoch 1: the loss is not a finite number, so training diverged: a learning rate or a noise far too "
-        "large does this: lower --lr (this run 1e+38, the recipe 0.001) or --noise-std (this run 0.2, the recipe "
-        "0.2); nothing was saved")
+        "error: stopped after epoch 1: the loss is not a finite number, so training diverged: a learning rate or a "
+        "noise far too large does this: lower --lr (this run 1e+38, the recipe 0.001) or --noise-std (this run "
+        "0.2, the recipe 0.2); nothing was saved")
     epoch_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
     assert len(epoch_lines) == 1 and re.search(r"\b(nan|inf)\b", epoch_lines[0])
     assert not (tmp_path / "run").exists()
@@ -101,7 +101,8 @@ def test_weights_saved_before_a_divergence_stay_and_the_checkpoint_says_it_diver
     epochs_that(monkeypatch, 3, lambda terms: {**terms, "loss": float("inf")})
     with pytest.raises(SystemExit) as exit_info:
         train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "10"))
-    assert exit_info.value.code.startswith("error: stopped after epoch 3: the loss is not a finite number, so training diverged")
+    assert exit_info.value.code.startswith("error: stopped after epoch 3: the loss is not a finite number, so "
+                                           "training diverged")
     assert exit_info.value.code.endswith(f"the checkpoint saved before it, {tmp_path / 'run' / CHECKPOINT_FILE}, is "
                                          f"whole")
     _, checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
@@ -122,8 +123,8 @@ def test_a_full_disk_at_a_save_is_one_line_and_the_previous_checkpoint_stays_who
     [line] = result.stderr().splitlines()
     failed_epoch = int(line.split(":")[1].split()[-1])  # "error: stopped after epoch N: ..."
     path = run_dir / CHECKPOINT_FILE
-    assert line == (f"error: stopped after epoch {failed_epoch}: {path}: no space left on the disk: free some space, or write to "
-                    f"another disk; the checkpoint saved before it, {path}, is whole")
+    assert line == (f"error: stopped after epoch {failed_epoch}: {path}: no space left on the disk: free some space, "
+                    f"or write to another disk; the checkpoint saved before it, {path}, is whole")
     _, checkpoint = load_checkpoint(path)
     assert checkpoint["best_epoch"] < failed_epoch
     assert {path.name for path in run_dir.iterdir()} == {CHECKPOINT_FILE, LOCK_FILE}  # no temporary file
@@ -134,8 +135,9 @@ def test_a_save_that_fails_later_keeps_the_last_good_checkpoint(tiny_data_dir, t
     with pytest.raises(SystemExit) as exit_info:
         train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "5"))
     path = tmp_path / "run" / CHECKPOINT_FILE
-    assert exit_info.value.code == (f"error: stopped after epoch 3: {path}: no space left on the disk: free some space, or write to "
-                                    f"another disk; the checkpoint saved before it, {path}, is whole")
+    assert exit_info.value.code == (f"error: stopped after epoch 3: {path}: no space left on the disk: free some "
+                                    f"space, or write to another disk; the checkpoint saved before it, {path}, is "
+                                    f"whole")
     monkeypatch.undo()
     _, checkpoint = load_checkpoint(path)
     assert checkpoint["best_epoch"] == 2 and len(checkpoint["history"]["val_loss"]) == 2
@@ -208,8 +210,8 @@ def test_output_to_a_closed_pipe_ends_quietly_and_to_a_full_device_in_one_line(s
     _, checkpoint = load_checkpoint(tmp_path / "new" / CHECKPOINT_FILE)
     epochs = len(checkpoint["history"]["val_loss"])
     assert checkpoint["stop_kind"] == runs.FAILED and epochs > 0
-    assert full.stderr() == (f"error: stopped after epoch {epochs}: cannot write the output (No space left on device): send it to "
-                             f"another file or device; the checkpoint saved before it, "
+    assert full.stderr() == (f"error: stopped after epoch {epochs}: cannot write the output (No space left on "
+                             f"device): send it to another file or device; the checkpoint saved before it, "
                              f"{tmp_path / 'new' / CHECKPOINT_FILE}, is whole\n")
 
 
@@ -262,8 +264,9 @@ def test_training_whose_output_fails_stops_and_keeps_the_run(tiny_data_dir, tmp_
     with pytest.raises(SystemExit) as exit_info:
         train.main(tiny_train_args(tiny_data_dir, tmp_path / "run", "--epochs", "10"))
     path = tmp_path / "run" / CHECKPOINT_FILE
-    assert exit_info.value.code == (f"error: stopped after epoch 3: cannot write the output (No space left on device): send it to "
-                                    f"another file or device; the checkpoint saved before it, {path}, is whole")
+    assert exit_info.value.code == (f"error: stopped after epoch 3: cannot write the output (No space left on "
+                                    f"device): send it to another file or device; the checkpoint saved before "
+                                    f"it, {path}, is whole")
     _, checkpoint = load_checkpoint(path)
     assert checkpoint["stop_kind"] == runs.FAILED and len(checkpoint["history"]["val_loss"]) == 3
 

@@ -196,8 +196,9 @@ def test_the_newest_run_is_the_one_its_record_says_saved_last_not_the_newest_fil
     saved_run(old / CHECKPOINT_FILE, model, saved_at="2020-01-01T00:00:00")
     os.utime(recent / CHECKPOINT_FILE, (1_000, 1_000))
     evaluate.main(["--data-dir", str(tiny_run / "data")])
-    assert (f"evaluating the newest run, {recent} (of 2 runs, the last saved by their records: "
-            f"{checkpoint['saved_at'][:19].replace('T', ' ')}; pass --run-dir for another)\n") in capsys.readouterr().out
+    saved = checkpoint["saved_at"][:19].replace("T", " ")
+    assert (f"evaluating the newest run, {recent} (of 2 runs, the last saved by their records: {saved}; pass "
+            f"--run-dir for another)\n") in capsys.readouterr().out
 
 
 def test_a_run_still_training_is_passed_over_or_refused_and_one_that_died_is_used(tiny_run, tmp_path, monkeypatch,
