@@ -30,5 +30,5 @@ def test_every_relative_link_resolves(page):
 
 def test_readme_fits_a_first_read_with_the_commands_early():
     lines = (ROOT / "README.md").read_text().splitlines()
-    assert len(lines) <= 200
+    assert len(lines) <= 120
     assert any(line.startswith("python train.py") for line in lines[:40])
