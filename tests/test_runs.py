@@ -203,12 +203,12 @@ def test_the_newest_run_is_the_one_its_record_says_saved_last_not_the_newest_fil
 def test_a_run_still_training_is_passed_over_or_refused_and_one_that_died_is_used(tiny_run, tmp_path, monkeypatch,
                                                                                   capsys):
     monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
-    model, data = load_checkpoint(tiny_run / "run" / CHECKPOINT_FILE)[0], ["--data-dir", str(tiny_run / "data")]
+    (model, finished), data = load_checkpoint(tiny_run / "run" / CHECKPOINT_FILE), ["--data-dir", str(tiny_run / "data")]
     older, newer = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
     for run_dir, saved_at in ((older, "2026-01-01T10:30:00"), (newer, "2026-01-01T11:30:00")):
         run_dir.mkdir(parents=True)
         saved_run(run_dir / CHECKPOINT_FILE, model, stop_kind=runs.RUNNING, stop_reason=runs.RUNNING,
-                  saved_at=saved_at, config={**RECORD["config"], "val_size": 60})
+                  saved_at=saved_at, config=finished["config"])
     evaluate.main(data)  # no process holds the newer one: it died (kill -9), and its weights are used
     assert f"the newest run, {newer} (of 2 runs" in capsys.readouterr().out
     assert runs.run_state(load_checkpoint(newer / CHECKPOINT_FILE)[1], newer) == (
