@@ -203,7 +203,8 @@ def test_the_newest_run_is_the_one_its_record_says_saved_last_not_the_newest_fil
 def test_a_run_still_training_is_passed_over_or_refused_and_one_that_died_is_used(tiny_run, tmp_path, monkeypatch,
                                                                                   capsys):
     monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
-    (model, finished), data = load_checkpoint(tiny_run / "run" / CHECKPOINT_FILE), ["--data-dir", str(tiny_run / "data")]
+    model, finished = load_checkpoint(tiny_run / "run" / CHECKPOINT_FILE)
+    data = ["--data-dir", str(tiny_run / "data")]
     older, newer = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
     for run_dir, saved_at in ((older, "2026-01-01T10:30:00"), (newer, "2026-01-01T11:30:00")):
         run_dir.mkdir(parents=True)
