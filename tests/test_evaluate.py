@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import baselines
 import evaluate
@@ -15,6 +16,7 @@ from conftest import tiny_train_args
 from dae import DenoisingAutoencoder
 from data import add_noise, load_fashion_mnist, training_split
 from evaluate import knn_accuracy, mae_per_class
+from files import load_checkpoint, save_checkpoint
 
 
 def test_mean_absolute_error_by_hand():
@@ -228,3 +230,41 @@ def test_at_another_test_noise_every_method_stays_as_fitted_at_the_runs_own_nois
                                            val_clean)
     assert refitted != own["blur_sigma"]  # so the test can tell the two apart
     assert harder["noise_levels"] == own["noise_levels"]  # the same fitted methods, measured at the same levels
+
+
+# ---- The numbers a user reads, computed again by plain torch from the saved model and the IDX files ----
+
+def idx_images(path) -> torch.Tensor:
+    """An IDX file of bytes, read by hand: 4 bytes of magic, a size per dimension, then the bytes."""
+    raw = path.read_bytes()
+    dimensions = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dimensions)]
+    return torch.frombuffer(bytearray(raw[4 + 4 * dimensions:]), dtype=torch.uint8).view(shape)
+
+
+def test_the_reported_test_mae_is_the_models_output_for_the_noisy_test_images_against_the_clean(tiny_run):
+    # The tiny run's model draws one image whatever its input: weights 4 times the initial ones do not.
+    checkpoint = load_checkpoint(tiny_run / "run" / "checkpoint.pt")[1]
+    torch.manual_seed(0)
+    model = DenoisingAutoencoder(8)
+    with torch.no_grad():
+        for weights in model.parameters():
+            weights.mul_(4)
+    record = {key: value for key, value in checkpoint.items() if key not in ("model_state", "stamp", "saved_at")}
+    save_checkpoint(tiny_run / "run" / "checkpoint.pt", model, model.state_dict(), **record)
+    evaluate.main(["--run-dir", str(tiny_run / "run"), "--data-dir", str(tiny_run / "data")])
+    reported = json.loads((tiny_run / "run" / "metrics.json").read_text())
+    state = torch.load(tiny_run / "run" / "checkpoint.pt", weights_only=True)["model_state"]
+    clean = idx_images(tiny_run / "data" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").float() / 255
+    noisy = clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))  # TEST_NOISE_SEED
+    x = noisy.reshape(len(noisy), 784)  # the published layers, by hand from the saved weights
+    for index in (1, 3, 5):
+        x = x @ state[f"encoder.layers.{index}.weight"].T + state[f"encoder.layers.{index}.bias"]
+        x = F.leaky_relu(x) if index < 5 else x
+    for index in (0, 2, 4):
+        x = x @ state[f"decoder.layers.{index}.weight"].T + state[f"decoder.layers.{index}.bias"]
+        x = F.leaky_relu(x) if index < 4 else torch.sigmoid(x)
+    assert reported["test_mae"] == pytest.approx((x - clean.reshape(-1, 784)).abs().mean().item(), rel=1e-5)
+    assert reported["methods"]["noisy input, as is"]["mae"] == pytest.approx((noisy - clean).abs().mean().item())
+    assert reported["methods"]["noisy input clipped to [0, 1]"]["mae"] == pytest.approx(
+        (noisy.clamp(0, 1) - clean).abs().mean().item())
