@@ -331,6 +331,7 @@ def test_running_out_of_memory_in_training_is_one_line_and_keeps_what_was_saved(
 
 
 def test_show_with_a_notebooks_backend_and_no_window_says_so_and_writes(tiny_run, capsys):
+    pytest.importorskip("matplotlib_inline", reason="no matplotlib-inline here (Jupyter's backend)")
     matplotlib.use("module://matplotlib_inline.backend_inline")  # what Jupyter leaves in MPLBACKEND
     try:
         visualize.main(["--run-dir", str(tiny_run / "run"), "--data-dir", str(tiny_run / "data"), "--show"])
