@@ -15,7 +15,7 @@ from conftest import (
     DEBIAN_COPY, REAL_DATA_DIR, TINY_TEST, TINY_TRAIN, idx_bytes, requires_real_data, write_tiny_dataset,
 )
 from data import add_noise, load_fashion_mnist, training_split
-from cli import UserError as DataError
+from cli import UserError
 from files import fetch_data
 
 
@@ -95,7 +95,7 @@ def test_public_functions_refuse_images_they_cannot_use_in_one_line():
 def test_no_data_anywhere_names_both_remedies(tmp_path, monkeypatch):
     # Point torchvision's download at a closed local port, so the test never reaches the internet.
     monkeypatch.setattr(torchvision.datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])
-    with pytest.raises(DataError) as error:
+    with pytest.raises(UserError) as error:
         fetch_data(tmp_path / "data", system_copy=tmp_path / "no-system-copy")
     message = str(error.value)
     assert "apt-get install dataset-fashion-mnist" in message and "could not be downloaded (" in message
@@ -108,7 +108,7 @@ def test_a_damaged_idx_file_is_named_with_the_remedy(tiny_data_dir, tmp_path, da
     damaged = tiny_data_dir / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
     content = damaged.read_bytes()
     damaged.write_bytes(content[: len(content) // 2] if damage == "truncated" else b"\x07" * 4 + content[4:])
-    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte is damaged .* delete it and run again"):
+    with pytest.raises(UserError, match=r"train-labels-idx1-ubyte is damaged .* delete it and run again"):
         fetch_data(tiny_data_dir, system_copy=tmp_path / "no-system-copy")
 
 
@@ -116,7 +116,7 @@ def test_a_damaged_debian_copy_is_named(tmp_path):
     system_copy = tmp_path / "usr-share"
     write_tiny_dataset(system_copy, compress=True)
     (system_copy / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz.*--reinstall dataset-fashion-mnist$"):
+    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte.gz.*--reinstall dataset-fashion-mnist$"):
         fetch_data(tmp_path / "data", system_copy=system_copy)
     assert not list((tmp_path / "data" / "FashionMNIST" / "raw").glob("*.tmp"))
 
@@ -185,7 +185,7 @@ def test_idx_files_that_disagree_are_named_before_anything_starts(damage, compla
         (raw_dir / "train-images-idx3-ubyte").write_bytes(idx_bytes(torch.zeros(TINY_TRAIN, 27, 27)))
     else:
         (raw_dir / "train-labels-idx1-ubyte").write_bytes(idx_bytes(torch.full((TINY_TRAIN,), 10)))
-    with pytest.raises(DataError) as error:
+    with pytest.raises(UserError) as error:
         fetch_data(tmp_path / "data", system_copy=tmp_path / "none")
     assert str(error.value) == f"{raw_dir / complaint}: move it elsewhere to keep it, and put the dataset's original " \
                                f"file in its place"
@@ -193,7 +193,7 @@ def test_idx_files_that_disagree_are_named_before_anything_starts(damage, compla
 
 def test_a_data_dir_that_is_a_file_is_named(tmp_path):
     (tmp_path / "data").write_text("not a directory")
-    with pytest.raises(DataError, match=r"^--data-dir .*data is a file, not a directory: pass the directory"):
+    with pytest.raises(UserError, match=r"^--data-dir .*data is a file, not a directory: pass the directory"):
         fetch_data(tmp_path / "data")
 
 
@@ -220,7 +220,7 @@ def test_a_failed_download_says_why_and_another_dataset_never_gets_fashion_mnist
     monkeypatch.setitem(files.SYSTEM_COPIES, "FashionMNIST", debian_copy)
     monkeypatch.setattr(data, "DATASET", torchvision.datasets.MNIST)
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # a closed local port
-    with pytest.raises(DataError) as error:
+    with pytest.raises(UserError) as error:
         fetch_data(tmp_path / "data")
     message = str(error.value)
     assert message.startswith(f"MNIST is not in {tmp_path / 'data' / 'MNIST' / 'raw'} and could not be downloaded (")
