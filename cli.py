@@ -27,10 +27,25 @@ import traceback  # noqa: E402
 import torch  # noqa: E402
 
 OUTPUT = "the output"  # how a failed write names stdout
+# SIGTERM (a scheduler, `timeout`) and SIGHUP (a closed terminal) end a script as Ctrl-C does
+SIGNALS = {getattr(signal, name): word for name, word in (("SIGTERM", "terminated"), ("SIGHUP", "hung up"))
+           if hasattr(signal, name)}
 
 
 class UserError(Exception):
     """Something the user can fix; the message says what is wrong, then what to do."""
+
+
+class Stop(BaseException):
+    """SIGTERM or SIGHUP, raised wherever the script is, as Ctrl-C raises KeyboardInterrupt."""
+
+    def __init__(self, number: int):
+        super().__init__(SIGNALS[number])
+        self.status = 128 + number
+
+
+def stop(number, frame):
+    raise Stop(number)
 
 
 # ---- Flags ----
@@ -131,20 +146,23 @@ class NamedOutput:
 
 
 def script(main):
-    """Run a script's main(): any failure is one line on stderr and status 1; Ctrl-C is 130."""
+    """Run a script's main(): any failure is one line on stderr and status 1; a signal is its word
+    and the shell's status (Ctrl-C: "interrupted", 130)."""
 
     @functools.wraps(main)
     def run(*arguments, **keywords):
+        handlers = {number: stop for number in SIGNALS if signal.getsignal(number) == signal.SIG_DFL}  # not nohup's
         if hasattr(signal, "SIGPIPE"):
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head`: end quietly, as Unix tools do
+            handlers[signal.SIGPIPE] = signal.SIG_DFL  # `| head`: end quietly, as Unix tools do
+        previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
         stdout = sys.stdout
         sys.stdout = NamedOutput(stdout)
         try:
             main(*arguments, **keywords)
             sys.stdout.flush()  # a full device under buffered output shows up here
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
+        except (KeyboardInterrupt, Stop) as signalled:
+            print(str(signalled) or "interrupted", file=sys.stderr)
+            sys.exit(getattr(signalled, "status", 130))
         except Exception as error:
             if sys.flags.dev_mode:
                 traceback.print_exc()
@@ -156,5 +174,7 @@ def script(main):
             sys.exit(f"error: {in_words(error)}")
         finally:
             sys.stdout = stdout
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
     return run

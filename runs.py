@@ -8,14 +8,12 @@ what evaluate.py and visualize.py write. docs/runs.md tells what keeps it safe.
 import contextlib
 import itertools
 import os
-import signal
-import threading
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from cli import UserError, in_words
+from cli import Stop, UserError, in_words
 from files import load_checkpoint, now, save_checkpoint
 
 try:
@@ -26,16 +24,8 @@ except ImportError:
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
 NEW_RUN_DIR = "runs/<date>_<time>"  # --run-dir's default
 CHECKPOINT_FILE, LOCK_FILE = "checkpoint.pt", "train.lock"
-# How a run ended (stop_kind), and the shell's status for a signal
+# How a run ended: its checkpoint's stop_kind (a signal's is cli.SIGNALS' word for it)
 RUNNING, ALL_EPOCHS, EARLY_STOPPING, DIVERGED, FAILED = "running", "all epochs", "early stopping", "diverged", "failed"
-INTERRUPTED, TERMINATED, HUNG_UP = "interrupted", "terminated", "hung up"
-EXIT_STATUS = {INTERRUPTED: 130, TERMINATED: 143, HUNG_UP: 129}
-SIGNALS = {getattr(signal, name): kind for name, kind in (("SIGTERM", TERMINATED), ("SIGHUP", HUNG_UP))
-           if hasattr(signal, name)}
-
-
-class Stop(BaseException):
-    """SIGTERM or SIGHUP, raised wherever the loop is, as Ctrl-C raises KeyboardInterrupt."""
 
 
 class Run:
@@ -50,8 +40,7 @@ class Run:
         self.config = {name: str(value) if isinstance(value, torch.device) else value for name, value in config.items()}
         self.run_info = {**run_info, "torch_version": str(torch.__version__), "started_at": now()}
         self.divergence_remedy = divergence_remedy
-        self.history, self.best_epoch, self.best_state, self.saved = {}, 0, None, False
-        self.lock, self.new_lock, self.handlers = None, False, {}
+        self.history, self.best_epoch, self.best_state, self.saved, self.lock = {}, 0, None, False, None
         self.stop_kind, self.stop_reason = ALL_EPOCHS, f"reached --epochs {config['epochs']}"
 
     def epoch_ended(self, epoch: int, model, history: dict, kept: bool, stopping: bool) -> None:
@@ -81,22 +70,15 @@ class Run:
                 raise UserError(f"{self.run_dir} is in use by a training that is still running (pid {pid}): wait "
                                 f"for it to end, or pass another --run-dir" if pid else f"{self.run_dir} already "
                                 f"holds files ({len(names)}, such as {names[0]}): pass a new or empty --run-dir")
-            self.new_lock = not (self.run_dir / LOCK_FILE).exists()
             self.lock = open(self.run_dir / LOCK_FILE, "a+")
             if fcntl:
                 fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the kernel lets go when the process ends
             self.lock.truncate(0)
             print(os.getpid(), file=self.lock, flush=True)
-        except BaseException as error:
+        except BaseException:
             self.lock = self.lock and self.lock.close()  # never empty another process's lock
             self.release()
-            if isinstance(error, OSError) and not error.filename:  # flock's failure: name its file
-                raise OSError(error.errno, error.strerror, str(self.run_dir / LOCK_FILE)) from None
             raise
-        if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
-            for number in SIGNALS:
-                if signal.getsignal(number) == signal.SIG_DFL:  # `nohup` keeps SIGHUP ignored
-                    self.handlers[number] = signal.signal(number, self.on_signal)
         self.config["run_dir"] = str(self.run_dir)
         print(f"writing to {self.run_dir}")
         return self
@@ -107,7 +89,7 @@ class Run:
             self.release()
             return False
         if signalled:
-            self.stop_kind = self.stop_reason = str(error) or INTERRUPTED
+            self.stop_kind = self.stop_reason = str(error) or "interrupted"
         elif isinstance(error, FloatingPointError):
             self.stop_kind, self.stop_reason = DIVERGED, f"diverged at epoch {epochs}"
         elif error is not None:
@@ -126,24 +108,19 @@ class Run:
                 f"lowest validation loss {self.history['val_loss'][self.best_epoch - 1]:.5f} at epoch "
                 f"{self.best_epoch}, saved to {path}" if self.saved else kept))
         if error is None or signalled:
-            return True  # train() returns; main() exits with the signal's status
+            return False  # a signal goes on: the script ends with the shell's status for it
         cause = (f"the loss is not a finite number, so training diverged: {self.divergence_remedy}"
                  if isinstance(error, FloatingPointError) else in_words(error))
         raise UserError(f"stopped after epoch {epochs}: {cause}; {kept}") from None
 
-    def on_signal(self, number, frame):
-        raise Stop(SIGNALS[number])
-
     def release(self) -> None:
-        """Restore the signal handlers, let go of the lock, and leave nothing of a run that saved nothing."""
-        for number, handler in self.handlers.items():
-            signal.signal(number, handler)
+        """Let go of the lock, and leave no directory for a run that saved nothing."""
         if self.lock:
             self.lock.truncate(0)
             self.lock = self.lock.close()
-        if not self.saved and self.new_lock:
-            (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
-            if self.created and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
+        if self.created and not self.saved:
+            with contextlib.suppress(OSError):  # never made, or not empty
+                (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
                 self.run_dir.rmdir()
 
 

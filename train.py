@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from dae import IMAGE_PIXELS, DenoisingAutoencoder
 from data import add_noise, check_images, load_fashion_mnist, training_split
 from files import DATA_DIR, fetch_data, load_checkpoint
-from runs import CHECKPOINT_FILE, EXIT_STATUS, NEW_RUN_DIR, Run
+from runs import CHECKPOINT_FILE, NEW_RUN_DIR, Run
 
 # The published recipe: the one place it is written
 RECIPE = {
@@ -227,10 +227,7 @@ def parse_args(argv=None):
 
 @cli.script
 def main(argv=None) -> None:
-    model, checkpoint = train(parse_args(argv))
-    status = EXIT_STATUS.get(checkpoint and checkpoint["stop_kind"])
-    if status:  # Ctrl-C, SIGTERM or SIGHUP stopped it
-        raise SystemExit(status)
+    train(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def test_the_published_figure_applies_only_to_the_recipe_at_its_noise():
     assert "--epochs 5" in evaluate.why_published_does_not_apply(
         recipe_checkpoint(recipe_changes={"epochs": 5}), 0.2, STATE)
     assert "test noise std 0.5" in evaluate.why_published_does_not_apply(recipe_checkpoint(), 0.5, STATE)
-    stopped = recipe_checkpoint(stop_kind=runs.INTERRUPTED, history={"val_loss": [0.3] * 7})
+    stopped = recipe_checkpoint(stop_kind="interrupted", history={"val_loss": [0.3] * 7})
     assert evaluate.why_published_does_not_apply(recipe_checkpoint(stop_kind=runs.EARLY_STOPPING), 0.2, STATE) is None
     assert "stopped (interrupted) after 7 epochs" in evaluate.why_published_does_not_apply(stopped, 0.2, "interrupted")
     unrecorded = {"format": evaluate.PUBLISHED_MODEL, "stop_kind": runs.ALL_EPOCHS}
