@@ -70,10 +70,3 @@ class DenoisingAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """What training optimizes: the denoised image for each noisy one."""
         return self.decode(self.encode(x))
-
-    def sampling_distribution(self, training_codes: torch.Tensor) -> tuple:
-        """Where random codes come from: (mean (d,), covariance (d, d), words for a caption). A DAE
-        has no prior, so a Gaussian fitted to its training codes (N, d); a VAE samples its prior."""
-        mean = training_codes.mean(dim=0)  # (N, d) -> (d,)
-        covariance = torch.cov(training_codes.T).reshape(len(mean), -1)  # (d, d), also for d = 1
-        return mean, covariance, "a Gaussian fitted to the training codes (mean and covariance)"

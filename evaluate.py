@@ -62,6 +62,16 @@ def run_data(model, checkpoint: dict, data_dir, noise_std: float | None = None) 
                    val_clean, val_noisy, model.encode(train_noisy), model.encode(test_noisy))
 
 
+def sampling_distribution(model, training_codes: torch.Tensor) -> tuple:
+    """Where random codes come from: (mean (d,), covariance (d, d), words for a caption). A model's
+    prior if it has one (a VAE's); a DAE has none, so a Gaussian fitted to its training codes."""
+    if hasattr(model, "prior"):
+        return model.prior(training_codes.shape[1])
+    mean = training_codes.mean(dim=0)  # (N, d) -> (d,)
+    covariance = torch.cov(training_codes.T).reshape(len(mean), -1)  # (d, d), also for d = 1
+    return mean, covariance, "a Gaussian fitted to the training codes (mean and covariance)"
+
+
 def mae_per_class(prediction: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict:
     """Class name -> mean absolute error over its images, hardest first; absent classes left out."""
     error_per_image = (prediction - target).abs().flatten(1).mean(dim=1)  # (N, 1, 28, 28) -> (N,)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from data import CLASS_NAMES
-from evaluate import RunData, run_data
+from evaluate import RunData, run_data, sampling_distribution
 from files import DATA_DIR, describes, load_checkpoint, write_atomically
 from runs import CHECKPOINT_FILE, run_to_use
 
@@ -122,7 +122,7 @@ def page_data(model, checkpoint: dict, run_dir: Path, run: RunData) -> dict:
     The codes are those of noisy images, as the model is used; the pictures the clean ones."""
     decoder = decoder_layers(model)  # first: a decoder the page cannot run needs nothing else
     config = checkpoint["config"]
-    mean, covariance, source = model.sampling_distribution(run.train_codes)
+    mean, covariance, source = sampling_distribution(model, run.train_codes)
     if model.latent_dim <= FULL_COVARIANCE:
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         spread = eigenvectors * eigenvalues.clamp(min=0).sqrt()  # z = mean + spread @ eps, eps ~ N(0, I)

@@ -105,10 +105,10 @@ class EarlyStopping:
 
 def fit(model: torch.nn.Module, train_images: torch.Tensor, val_noisy: torch.Tensor,
         val_clean: torch.Tensor, recipe: dict = RECIPE, *, generator: torch.Generator | None = None,
-        run=None) -> dict:
+        run=None, quiet: bool = False) -> dict:
     """Train `model` by `recipe`, leave it the weights of its lowest validation loss, and return the
     history: per epoch train_loss (and a fork's other terms), val_loss, epoch_seconds. `run`
-    hears of each epoch (train.py saves it); a notebook leaves it out.
+    hears of each epoch (train.py saves it); `quiet` prints no epoch lines.
     """
     optimizer = make_optimizer(model, recipe["lr"])
     early_stopping = EarlyStopping(recipe["patience"], recipe["min_delta"])
@@ -135,7 +135,8 @@ def fit(model: torch.nn.Module, train_images: torch.Tensor, val_noisy: torch.Ten
         stop = early_stopping.should_stop(record["val_loss"])
         if run is not None:
             run.epoch_ended(epoch, model, history, kept=is_lowest, stopping=stop)
-        print(epoch_line(epoch, recipe["epochs"], record, is_lowest, early_stopping))
+        if not quiet:
+            print(epoch_line(epoch, recipe["epochs"], record, is_lowest, early_stopping))
         if not finite:  # a nan or an inf: every step after it would give one too
             raise FloatingPointError(f"epoch {epoch}: the loss is not a finite number")
         if stop:

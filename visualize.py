@@ -22,7 +22,7 @@ import torchvision
 import explorer
 from baselines import NOISE_LEVELS, PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
 from data import CLASS_NAMES, standard_test_noise
-from evaluate import run_data
+from evaluate import run_data, sampling_distribution
 from files import DATA_DIR, describes, load_checkpoint, write_atomically
 from runs import CHECKPOINT_FILE, EARLY_STOPPING, run_to_use
 
@@ -321,7 +321,7 @@ def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes | None]:
     methods = denoisers(model, pca, choose_blur_sigma(run.val_noisy, run.val_clean))
     levels = sorted({*NOISE_LEVELS, noise_std})
     errors = errors_at_noise_levels(methods, run.test_clean, standard_test_noise(run.test_clean.shape), levels)
-    mean, covariance, source = model.sampling_distribution(run.train_codes)
+    mean, covariance, source = sampling_distribution(model, run.train_codes)
     sampled = sample_codes(mean, covariance, SAMPLE_ROWS**2, torch.Generator().manual_seed(SAMPLE_SEED))
     first_of_class = {name: run.test_clean[(run.test_labels == index).nonzero()[0].item()]
                       for index, name in enumerate(CLASS_NAMES)}

@@ -142,8 +142,8 @@ class ConvolutionalModel(nn.Module):
     def decode(self, codes):
         return self.decoder(codes)
 
-    def sampling_distribution(self, codes):
-        return codes.mean(dim=0), torch.cov(codes.T), "a Gaussian"
+    def prior(self, dimensions):
+        return torch.zeros(dimensions), torch.eye(dimensions), "N(0, I)"
 
 
 def tiny_page_of(model, tiny_run, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from matplotlib.collections import PathCollection
 
+import evaluate
 import visualize
 from baselines import PrincipalComponents
 from conftest import ROOT, tiny_train_args
@@ -146,7 +147,7 @@ def test_short_runs_have_whole_epochs_on_the_loss_axis():
 def test_the_dae_samples_from_the_gaussian_fitted_to_its_codes():
     generator = torch.Generator().manual_seed(0)
     codes = torch.randn(4000, 3, generator=generator) @ torch.tensor([[2.0, 0, 0], [1.0, 0.5, 0], [0, -1.0, 0.3]]) + 5
-    mean, covariance, source = DenoisingAutoencoder(3).sampling_distribution(codes)
+    mean, covariance, source = evaluate.sampling_distribution(DenoisingAutoencoder(3), codes)
     centred = codes - codes.sum(dim=0) / len(codes)  # by hand: the mean, and the unbiased covariance
     assert torch.allclose(mean, codes.sum(dim=0) / len(codes), atol=1e-5)
     assert torch.allclose(covariance, centred.T @ centred / (len(codes) - 1), atol=1e-4)
