@@ -8,6 +8,7 @@ learn it in a few epochs. The files go into torchvision's layout, exactly where 
 import gzip
 import os
 import shutil
+import signal
 import struct
 import sys
 from pathlib import Path
@@ -110,10 +111,15 @@ def pytest_sessionfinish(session):
 
 @pytest.fixture
 def scripts():
-    """Starts the project's scripts as processes of their own: `scripts.start("train.py", ..., cwd=...)`."""
+    """Starts the project's scripts as processes of their own: `scripts.start("train.py", ..., cwd=...)`.
+    Whatever a test leaves running (an endless training, where the test failed) is killed after it."""
     if SERVER is None:
         pytest.skip("no os.fork here (Windows): the tests of whole processes need it")
-    return SERVER
+    started = len(SERVER.started)
+    yield SERVER
+    for script in SERVER.started[started:]:
+        if SERVER.event(script.number, "returncode", timeout=0) is None:
+            script.send_signal(signal.SIGKILL)
 
 
 def real_data_available() -> bool:

@@ -73,7 +73,7 @@ class Server:
         self.process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, env=environment, cwd=ROOT,
                                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        self.events, self.changed, self.count = {}, threading.Condition(), 0
+        self.events, self.changed, self.count, self.started = {}, threading.Condition(), 0, []
         threading.Thread(target=self.listen, daemon=True).start()
 
     def listen(self) -> None:
@@ -100,7 +100,8 @@ class Server:
                    "unbuffered": unbuffered, "environment": environment or {}, "threads": threads}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        return Script(self, self.count, output, errors)
+        self.started.append(Script(self, self.count, output, errors))
+        return self.started[-1]
 
     def close(self) -> None:
         self.process.stdin.close()
