@@ -50,7 +50,8 @@ FIGURES = '''with torch.no_grad():
     rows.update({f"DAE, {d} numbers": models[d].decode(codes[d]) for d in LATENT_DIMS})
 plot_reconstructions(rows, test_labels)
 for latent_dim in LATENT_DIMS:
-    plot_loss_curves(histories[latent_dim]).suptitle(f"d = {latent_dim}")
+    stopped_early = len(histories[latent_dim]["val_loss"]) < EPOCHS
+    plot_loss_curves(histories[latent_dim], stopped_early=stopped_early).axes[0].set_title(f"d = {latent_dim}")
     if latent_dim == 2:
         plot_latent_grid(models[2], codes[2], test_labels)
     else:
