@@ -10,7 +10,8 @@ def in_one_line(kind, error, trace, previous=sys.excepthook):
     """A failure before main() starts: one line, no traceback."""
     if sys.flags.dev_mode:
         previous(kind, error, trace)
-    print("interrupted" if issubclass(kind, KeyboardInterrupt) else f"error: {in_words(error)}", file=sys.stderr)
+    words = globals().get("in_words", lambda error: f"{error}: python -m pip install -r requirements.txt")
+    print("interrupted" if issubclass(kind, KeyboardInterrupt) else f"error: {words(error)}", file=sys.stderr)
 
 
 sys.excepthook = in_one_line
@@ -119,6 +120,8 @@ def in_words(error: BaseException) -> str:
         return "this machine's memory ran out: pass a smaller --batch-size to train, or close other programs"
     if isinstance(error, UserError):
         return str(error)
+    if isinstance(error, ImportError):
+        return f"{error}: install what the project needs with python -m pip install -r requirements.txt"
     first_line = str(error).strip().partition("\n")[0]
     return f"{type(error).__name__}: {first_line} (unexpected: `python -X dev` shows where it happened)"
 
