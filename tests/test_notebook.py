@@ -5,6 +5,7 @@ that the committed file is what the pieces make today, and that it imports nothi
 """
 
 import json
+import re
 import sys
 
 from conftest import ROOT
@@ -27,3 +28,13 @@ def test_the_notebook_imports_nothing_of_the_project_and_has_no_outputs():
     assert imported and not imported & project
     assert all(not cell.get("outputs") for cell in notebook["cells"])
     assert code[0].startswith("LATENT_DIMS = (2, 8)")  # the settings first, as .ci/run replaces them
+
+
+def test_the_notebooks_size_is_what_docs_coursework_says():
+    notebook = json.loads(make_notebook.NOTEBOOK.read_text())
+    cells = notebook["cells"]
+    counts = (len(cells), sum(cell["cell_type"] == "code" for cell in cells),
+              sum(len("".join(cell["source"]).splitlines()) for cell in cells))
+    text = make_notebook.COURSEWORK.read_text()
+    stated = re.search(r"It is (\d+) cells, (\d+) of them code, (\d+) lines in all", text)
+    assert counts == tuple(map(int, stated.groups()))
