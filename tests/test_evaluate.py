@@ -261,3 +261,23 @@ def test_the_reported_test_mae_is_the_models_output_for_the_noisy_test_images_ag
     assert reported["methods"]["noisy input, as is"]["mae"] == pytest.approx((noisy - clean).abs().mean().item())
     assert reported["methods"]["noisy input clipped to [0, 1]"]["mae"] == pytest.approx(
         (noisy.clamp(0, 1) - clean).abs().mean().item())
+    # The kNN: the run's training images (its own split, their noise drawn next from its seed) against the test codes.
+    images = idx_images(tiny_run / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").float() / 255
+    labels = torch.frombuffer(bytearray((tiny_run / "data" / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte")
+                                        .read_bytes()[8:]), dtype=torch.uint8).long()
+    generator = torch.Generator().manual_seed(checkpoint["config"]["seed"])
+    order = torch.randperm(len(images), generator=generator)
+    val_size = checkpoint["config"]["val_size"]
+    torch.randn((val_size, 1, 28, 28), generator=generator)  # the validation noise, drawn first
+    train = images[order[val_size:]].unsqueeze(1)
+    train_noisy = train + 0.2 * torch.randn(train.shape, generator=generator)
+    with torch.no_grad():
+        train_codes, test_codes = model.encode(train_noisy), model.encode(noisy.unsqueeze(1))
+    nearest = torch.cdist(test_codes, train_codes).argsort(dim=1)[:, :5]  # (N, 5)
+    votes = labels[order[val_size:]][nearest]
+    predicted = torch.stack([torch.bincount(row, minlength=10).argmax() for row in votes])  # ties: the lowest class
+    test_labels = torch.frombuffer(bytearray((tiny_run / "data" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte")
+                                             .read_bytes()[8:]), dtype=torch.uint8).long()
+    assert reported["knn"]["accuracy"] == pytest.approx((predicted == test_labels).float().mean().item())
+    run = evaluate.run_data(model, checkpoint, tiny_run / "data")
+    assert torch.allclose(run.train_codes, train_codes, atol=1e-6), "the kNN's training codes: noisy training images"
