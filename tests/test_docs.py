@@ -32,3 +32,12 @@ def test_readme_fits_a_first_read_with_the_commands_early():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 120
     assert any(line.startswith("python train.py") for line in lines[:40])
+
+
+def test_the_sizes_readme_gives_are_the_files():
+    readme = (ROOT / "README.md").read_text()
+    stated = re.search(r"`dae.py` \((\d+) lines\), the recipe and its loop `fit` the\s+first (\d+) lines of `train.py`",
+                       readme)
+    train = (ROOT / "train.py").read_text().splitlines()
+    recipe_lines = next(number for number, line in enumerate(train) if line.startswith("# ---- The plumbing"))
+    assert tuple(map(int, stated.groups())) == (len((ROOT / "dae.py").read_text().splitlines()), recipe_lines)
