@@ -121,8 +121,7 @@ def time_dataloader_tutorial(data_dir, image_count, device, epochs) -> float:
 
 def time_cuda_graph(images, device, epochs) -> float:
     """The same step captured in a CUDA graph: one launch per batch instead of dozens.
-    Full batches only; the noise comes from the default CUDA generator, which a replay advances.
-    """
+    Full batches only; the noise comes from the default CUDA generator, which a replay advances."""
     torch.manual_seed(0)
     model = DenoisingAutoencoder().to(device)
     # capturable: Adam's step count stays on the GPU

@@ -37,8 +37,7 @@ def add_noise(x: torch.Tensor, std: float, *, generator: torch.Generator | None 
 def training_split(images: torch.Tensor, labels: torch.Tensor, validation_size: int, noise_std: float, *,
                    generator: torch.Generator | None = None) -> tuple[tuple, tuple]:
     """Shuffle and hold out `validation_size` images with their noise, drawn once so that epochs
-    compare: ((train images, labels), (validation images, noisy ones)), all from `generator`.
-    """
+    compare: ((train images, labels), (validation images, noisy ones)), all from `generator`."""
     if not 0 < validation_size < len(images):
         raise ValueError(f"cannot hold out {validation_size:,} of {len(images):,} images for validation")
     order = torch.randperm(len(images), generator=generator)

@@ -117,8 +117,7 @@ def scores(prediction: torch.Tensor, clean: torch.Tensor) -> dict:
 @torch.no_grad()
 def evaluate(run_dir: Path, data_dir, noise_std: float | None) -> dict:
     """Every number of the report for the run in `run_dir`, at test noise `noise_std` (None: the
-    run's own). Every method is fitted once, at the run's own noise, as the model was.
-    """
+    run's own). Every method is fitted once, at the run's own noise, as the model was."""
     if noise_std is not None and not 0 <= noise_std <= MAX_NOISE_STD:  # nan fails this too
         raise ValueError(f"noise_std must be from 0 to {MAX_NOISE_STD:g}, got {noise_std}")
     model, checkpoint = load_checkpoint(run_dir / CHECKPOINT_FILE)

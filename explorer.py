@@ -45,8 +45,7 @@ def as_base64(tensor: torch.Tensor, dtype=torch.float32) -> str:
 
 def decoder_layers(model: nn.Module) -> list[dict]:
     """The decoder's leaf layers, in order, as the page runs them; PageError for one it cannot draw.
-    Checked on a few random codes against `model.decode`, which may do more (a skip, say).
-    """
+    Checked on a few random codes against `model.decode`, which may do more (a skip, say)."""
     decoder = getattr(model, "decoder", None)
     if not isinstance(decoder, nn.Module):
         raise PageError("the model has no `decoder` module for the page to run; every figure and the "
@@ -182,8 +181,7 @@ def in_a_frame(page_path, height: int = 1020) -> str:
 
 def measure_in_chromium(page: Path, moves: int = 200, browser=None) -> dict:
     """Milliseconds from a slider's input event to the frame painted after it, for `moves` arrow-key
-    moves in headless Chromium. Needs playwright (a development tool) and Debian's `chromium`.
-    """
+    moves in headless Chromium. Needs playwright (a development tool) and Debian's `chromium`."""
     if browser is None:
         try:
             from playwright.sync_api import sync_playwright

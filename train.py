@@ -40,8 +40,7 @@ VALIDATION = OBJECTIVE  # validation_loss's
 
 def training_loss(model: torch.nn.Module, noisy: torch.Tensor, clean: torch.Tensor) -> dict:
     """The objective, as {"loss": what the optimizer minimizes, other terms worth logging}: here
-    the L1 distance from the output for `noisy` to `clean`. A VAE adds its KL term here.
-    """
+    the L1 distance from the output for `noisy` to `clean`. A VAE adds its KL term here."""
     return {"loss": F.l1_loss(model(noisy), clean)}
 
 
@@ -85,8 +84,7 @@ def validation_loss(model: torch.nn.Module, noisy: torch.Tensor, clean: torch.Te
 
 class EarlyStopping:
     """Says when to stop: after `patience` epochs in a row whose loss is not `min_delta` below the
-    loss of the last improvement. Which weights to keep is the loop's decision.
-    """
+    loss of the last improvement. Which weights to keep is the loop's decision."""
 
     def __init__(self, patience: int, min_delta: float):
         self.patience, self.min_delta = patience, min_delta
@@ -108,8 +106,7 @@ def fit(model: torch.nn.Module, train_images: torch.Tensor, val_noisy: torch.Ten
         run=None, quiet: bool = False) -> dict:
     """Train `model` by `recipe`, leave it the weights of its lowest validation loss, and return the
     history: per epoch train_loss (and a fork's other terms), val_loss, epoch_seconds. `run`
-    hears of each epoch (train.py saves it); `quiet` prints no epoch lines.
-    """
+    hears of each epoch (train.py saves it); `quiet` prints no epoch lines."""
     optimizer = make_optimizer(model, recipe["lr"])
     early_stopping = EarlyStopping(recipe["patience"], recipe["min_delta"])
     history, lowest, kept = defaultdict(list), math.inf, None

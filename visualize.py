@@ -60,8 +60,7 @@ def plot_reconstructions(rows: dict, labels: torch.Tensor, class_names=CLASS_NAM
 
 def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLASS_NAMES, max_dimensions: int = 16):
     """A corner plot of codes (N, d): (z_i, z_j), i < j, at row j, column i; each dimension's
-    distribution per class on the diagonal; one range per dimension. The first `max_dimensions`.
-    """
+    distribution per class on the diagonal; one range per dimension. The first `max_dimensions`."""
     all_dimensions = codes.shape[1]
     codes = codes[:, :max_dimensions]  # past 16 or so, the panels could not be read
     dimensions = codes.shape[1]
@@ -143,8 +142,7 @@ def plot_latent_grid(model: torch.nn.Module, codes: torch.Tensor, labels: torch.
 def plot_loss_curves(history: dict, best_epoch: int | None = None, stopped_early: bool = False,
                      objective: str = "L1 loss", validation: str | None = None):
     """Training and validation loss per epoch (`fit`'s history), the best epoch and an early stop
-    marked. `objective` and `validation` name the curves; a fork's other terms get a panel each.
-    """
+    marked. `objective` and `validation` name the curves; a fork's other terms get a panel each."""
     epochs = range(1, len(history["train_loss"]) + 1)
     best_epoch = best_epoch or 1 + min(range(len(epochs)), key=history["val_loss"].__getitem__)
     other_terms = [name for name in history if name.startswith("train_") and name != "train_loss"]
@@ -185,8 +183,7 @@ def plot_loss_curves(history: dict, best_epoch: int | None = None, stopped_early
 
 def tile(images: torch.Tensor, columns: int, gap: int = TILE_GAP) -> torch.Tensor:
     """Images (N, 1, 28, 28), `columns` to a row, `gap` white pixels apart: one (H, W) picture,
-    which draws much faster than an axes per image.
-    """
+    which draws much faster than an axes per image."""
     return torchvision.utils.make_grid(images, nrow=columns, padding=gap, pad_value=1)[0]
 
 
@@ -198,8 +195,7 @@ def tile_centres(count: int, gap: int = TILE_GAP) -> list[float]:
 @torch.no_grad()
 def plot_latent_traversals(model: torch.nn.Module, codes: torch.Tensor):
     """Row i: a typical code with z_i moved from the 2nd to the 98th percentile of its values, decoded.
-    The typical code is the test code nearest the median: the median itself decodes to a blur.
-    """
+    The typical code is the test code nearest the median: the median itself decodes to a blur."""
     all_dimensions = codes.shape[1]
     dimensions = min(all_dimensions, MAX_DRAWN_DIMENSIONS)  # the rows drawn: past 16, the first 16
     median = codes.median(dim=0).values  # (d,)
@@ -254,8 +250,7 @@ def plot_noise_levels(levels: list, errors: dict, training_std: float):
 
 def sample_codes(mean: torch.Tensor, covariance: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
     """`count` codes (count, d) from N(mean, covariance), repeatably with `generator`:
-    mean + eps @ (V sqrt(Lambda))^T, which, unlike Cholesky, allows a dimension that never varies.
-    """
+    mean + eps @ (V sqrt(Lambda))^T, which, unlike Cholesky, allows a dimension that never varies."""
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
     spread = eigenvectors * eigenvalues.clamp(min=0).sqrt()  # (d, d): V sqrt(Lambda), column j scaled
     unit = torch.randn(count, len(mean), generator=generator)  # (count, d), eps ~ N(0, I)
@@ -277,8 +272,7 @@ def plot_samples(images: torch.Tensor, title: str):
 def interpolation_rows(model: torch.nn.Module, pca: PrincipalComponents, first: torch.Tensor, second: torch.Tensor,
                        steps: int = INTERPOLATION_STEPS) -> dict:
     """From image `first` to `second` (1, 28, 28 each) in `steps`: name -> images (steps, 1, 28, 28).
-    A fade in pixels, and decode((1 - t) code(first) + t code(second)) for PCA and the model.
-    """
+    A fade in pixels, and decode((1 - t) code(first) + t code(second)) for PCA and the model."""
     weights = torch.linspace(0, 1, steps).view(-1, 1)  # (steps, 1): t, from 0 to 1
 
     def line(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:  # (1, k) twice -> (steps, k)
