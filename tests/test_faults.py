@@ -289,9 +289,14 @@ def test_ctrl_c_inside_train_in_a_notebook_is_recorded_and_reaches_the_notebook(
 
 
 def test_a_script_restores_the_signal_handlers_it_found(tiny_run):
-    before = {number: signal.getsignal(number) for number in (*cli.SIGNALS, signal.SIGPIPE)}
-    evaluate.main(["--run-dir", str(tiny_run / "run"), "--data-dir", str(tiny_run / "data")])
-    assert {number: signal.getsignal(number) for number in before} == before
+    found = {**{number: signal.SIG_DFL for number in cli.SIGNALS}, signal.SIGPIPE: signal.SIG_IGN}  # Python's own
+    previous = {number: signal.signal(number, handler) for number, handler in found.items()}
+    try:
+        evaluate.main(["--run-dir", str(tiny_run / "run"), "--data-dir", str(tiny_run / "data")])
+        assert {number: signal.getsignal(number) for number in found} == found
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def test_ctrl_c_in_a_script_ends_it_with_status_130_and_no_traceback(capsys):
