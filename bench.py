@@ -19,9 +19,8 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 
 from dae import DenoisingAutoencoder
-from data import load_fashion_mnist, noisy_test_set
-from files import DATA_DIR, fetch_data
-from train import RECIPE, make_optimizer, train_one_epoch, training_loss, validation_loss
+from data import DATA_DIR, fetch_data, load_fashion_mnist, noisy_test_set
+from train import RECIPE, make_optimizer, pick_device, train_one_epoch, training_loss, validation_loss
 
 TRAIN_IMAGES = 60_000 - RECIPE["val_size"]  # what train.py trains on, the validation images held out
 BATCH_SIZE, NOISE_STD, LR = RECIPE["batch_size"], RECIPE["noise_std"], RECIPE["lr"]
@@ -187,7 +186,7 @@ def time_arithmetic_alone(image_count: int, device: torch.device) -> tuple[Timin
 def main(argv=None) -> None:
     parser = cli.parser(
         "bench.py", "Time one training epoch of this project beside a bare loop and the DataLoader style.")
-    parser.add_argument("--device", type=cli.device, default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--device", type=pick_device, default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--epochs", type=cli.bounded(int, 1), default=10,
                         help="timed epochs per row, after one warm-up")
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")

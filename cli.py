@@ -27,6 +27,8 @@ import traceback  # noqa: E402
 
 import torch  # noqa: E402
 
+from data import DataError  # noqa: E402
+
 OUTPUT = "the output"  # how a failed write names stdout
 # SIGTERM (a scheduler, `timeout`) and SIGHUP (a closed terminal) end a script as Ctrl-C does
 SIGNALS = {getattr(signal, name): word for name, word in (("SIGTERM", "terminated"), ("SIGHUP", "hung up"))
@@ -76,33 +78,20 @@ def bounded(kind, low, high=math.inf, above=False):
     return parse
 
 
-def device(name: str) -> torch.device:
-    """'auto' is this machine's accelerator (CUDA, Apple MPS ...) or else the CPU."""
-    if name == "auto":
-        available = torch.accelerator.is_available()
-        return torch.accelerator.current_accelerator() if available else torch.device("cpu")
-    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if name not in present:
-        raise argparse.ArgumentTypeError(f"unknown device '{name}': choose auto, cpu, cuda or mps")
-    if not present[name]:
-        raise argparse.ArgumentTypeError(f"this machine has no {name} device: use --device auto or cpu")
-    return torch.device(name)
-
-
 # ---- Failures in words ----
 
-LOCAL_DISK = "this file system cannot lock files (a network disk?): use a directory on a local disk"
 CAUSES = {  # errno -> what went wrong: what fixes it
     errno.ENOSPC: "no space left on the disk: free some space, or write to another disk",
     errno.EDQUOT: "your disk quota is used up: free some space, or write to another disk",
     errno.EROFS: "the file system is read-only: write to a disk you can write to",
-    errno.EACCES: "permission denied: change its permissions, or use another directory",
-    errno.EPERM: "permission denied: change its permissions, or use another directory",
     errno.EISDIR: "a directory is in the way: move or rename it",
-    errno.ENOTDIR: "a file is in the way where a directory should be: move or rename it",
-    errno.EEXIST: "a file is in the way where a directory should be: move or rename it",
     errno.ENOENT: "it does not exist (was it deleted?): create it, or use another directory",
-    errno.ENOLCK: LOCAL_DISK, errno.ENOSYS: LOCAL_DISK,
+    **dict.fromkeys((errno.EACCES, errno.EPERM), "permission denied: change its permissions, or use another "
+                                                 "directory"),
+    **dict.fromkeys((errno.ENOTDIR, errno.EEXIST), "a file is in the way where a directory should be: move or "
+                                                   "rename it"),
+    **dict.fromkeys((errno.ENOLCK, errno.ENOSYS), "this file system cannot lock files (a network disk?): use a "
+                                                  "directory on a local disk"),
 }
 
 
@@ -118,7 +107,7 @@ def in_words(error: BaseException) -> str:
         return "the GPU's memory ran out: train with a smaller --batch-size, or on the CPU with --device cpu"
     if isinstance(error, MemoryError) or "can't allocate memory" in str(error):
         return "this machine's memory ran out: pass a smaller --batch-size to train, or close other programs"
-    if isinstance(error, UserError):
+    if isinstance(error, (UserError, DataError)):
         return str(error)
     if isinstance(error, ImportError):
         return f"{error}: install what the project needs with python -m pip install -r requirements.txt"
@@ -158,8 +147,7 @@ def script(main):
         if hasattr(signal, "SIGPIPE"):
             handlers[signal.SIGPIPE] = signal.SIG_DFL  # `| head`: end quietly, as Unix tools do
         previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
-        stdout = sys.stdout
-        sys.stdout = NamedOutput(stdout)
+        stdout, sys.stdout = sys.stdout, NamedOutput(sys.stdout)
         try:
             main(*arguments, **keywords)
             sys.stdout.flush()  # a full device under buffered output shows up here

@@ -2,12 +2,18 @@
 
 Fashion-MNIST (Xiao et al., 2017): 60,000 training and 10,000 test images of clothing, 28x28
 grey, 10 classes. The images are one float tensor (N, 1, 28, 28) in [0, 1], so training slices
-batches out of it on its device, with no DataLoader. It imports only torch and torchvision:
-copied alone, torchvision downloads the files the first time.
+batches out of it on its device, with no DataLoader. Last, `fetch_data`: where the scripts find
+the files offline. Copied alone, it needs only torch and torchvision.
 """
+
+import gzip
+import os
+import uuid
+from pathlib import Path
 
 import torch
 import torchvision
+from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
 DATASET = torchvision.datasets.FashionMNIST  # torchvision's reader: its folder name, its mirrors
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -65,3 +71,101 @@ def check_images(images: torch.Tensor, name: str = "images") -> None:
         got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
         raise ValueError(f"{name} must be float images of shape (N, 1, 28, 28) with pixels in [0, 1], got {got}: "
                          f"for Fashion-MNIST's raw (N, 28, 28) uint8 images pass x.unsqueeze(1).float() / 255")
+
+
+# ---- The files: found offline where they can be, written whole ----
+
+DATA_DIR = Path(__file__).resolve().parent / "data"  # the scripts' default --data-dir
+# Debian's package dataset-fashion-mnist, by torchvision's name: for that dataset alone
+SYSTEM_COPIES = {"FashionMNIST": Path("/usr/share/datasets/fashion-mnist")}
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+class DataError(Exception):
+    """The dataset's files are missing or not what the recipe expects; the message says what to do."""
+
+
+def fetch_data(data_dir, system_copy=None) -> None:
+    """Unpack the four IDX files into `data_dir`'s raw folder, from the first place that has them (it,
+    `data_dir` itself, Debian's copy), else download them; then check what they hold."""
+    data_dir, name = Path(data_dir), DATASET.__name__
+    raw_dir = data_dir / name / "raw"  # torchvision's layout
+    system_copy = SYSTEM_COPIES.get(name) if system_copy is None else Path(system_copy)
+    if data_dir.is_file():
+        raise DataError(f"--data-dir {data_dir} is a file, not a directory: pass the directory")
+    for file in IDX_FILES:
+        places = [raw_dir / f"{file}.gz", data_dir / file, data_dir / f"{file}.gz"]
+        source = next((path for path in places + [system_copy and system_copy / f"{file}.gz"]
+                       if path and path.is_file()), None)
+        if source and not (raw_dir / file).exists():
+            unpack(source, raw_dir / file, from_debian=source.parent == system_copy)
+    if not all((raw_dir / file).exists() for file in IDX_FILES):
+        download(data_dir, raw_dir)
+    for prefix in ("train", "t10k"):
+        check_pair(raw_dir / f"{prefix}-images-idx3-ubyte", raw_dir / f"{prefix}-labels-idx1-ubyte")
+
+
+def unpack(source: Path, destination: Path, from_debian: bool) -> None:
+    """Debian's .gz files fail torchvision's checksums; unpacked, torchvision simply reads them."""
+    try:
+        with (gzip.open if source.suffix == ".gz" else open)(source, "rb") as reader:
+            content = reader.read()
+    except (OSError, EOFError) as error:  # not gzip, or cut short
+        remedy = "apt-get install --reinstall dataset-fashion-mnist" if from_debian else "delete it, or put a good copy"
+        raise DataError(f"could not unpack {source} ({error}): {remedy}") from None
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(destination, content)
+
+
+def download(data_dir: Path, raw_dir: Path) -> None:
+    try:
+        DATASET(data_dir, download=True)
+    except (RuntimeError, OSError) as error:
+        reason = ([line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__])[-1]
+        package = "apt-get install dataset-fashion-mnist, or " if DATASET.__name__ in SYSTEM_COPIES else ""
+        raise DataError(f"{DATASET.__name__} is not in {raw_dir} and could not be downloaded ({reason}): {package}put "
+                        f"the four files ({', '.join(f'{file}.gz' for file in IDX_FILES)}, packed or not) in "
+                        f"{data_dir}") from None
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    try:
+        return read_sn3_pascalvincent_tensor(str(path), strict=True)
+    except OSError:
+        raise
+    except Exception:  # how torchvision's reader refuses a file it cannot parse
+        raise DataError(f"{path} is damaged (truncated or corrupted): delete it and run again") from None
+
+
+def check_pair(image_file: Path, label_file: Path) -> None:
+    """Refuse files that read well but are not what the recipe expects, naming the file."""
+    images, labels = read_idx(image_file), read_idx(label_file)
+    present, classes = set(labels.unique().tolist()), range(len(CLASS_NAMES))
+    missing = ", ".join(f"{CLASS_NAMES[index]} ({index})" for index in classes if index not in present)
+    for fine, path, what in [
+        (images.dtype == torch.uint8, image_file, f"holds images as {str(images.dtype)[6:]}, not bytes (uint8)"),
+        (images.ndim == 3 and images.shape[1:] == (28, 28), image_file,
+         f"holds images of shape {tuple(images.shape[1:])}, not 28 x 28"),
+        (labels.shape == images.shape[:1], label_file,
+         f"holds {labels.numel():,} labels for the {len(images):,} images of {image_file.name}"),
+        (present <= set(classes), label_file, f"holds labels outside 0-{len(classes) - 1}"),
+        (not missing, label_file, f"holds no image of {missing}"),
+    ]:
+        if not fine:
+            raise DataError(f"{path} {what}: move it elsewhere to keep it, and put the dataset's original file in "
+                            f"its place")
+
+
+def write_atomically(destination: Path, content: bytes) -> None:
+    """`destination` is the old file or the whole new one, never half: written beside it, then renamed."""
+    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "xb") as file:  # x: a new file, never a link's target
+            file.write(content)
+            os.fsync(file.fileno())
+        os.replace(temporary, destination)
+    except BaseException as error:  # Ctrl-C too: no temporary file left behind
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):  # named by the file it was for
+            raise OSError(error.errno, error.strerror, str(destination)) from None
+        raise

@@ -20,9 +20,12 @@ from baselines import (
     BLUR, CLIPPED, NOISE_LEVELS, NOISY, PrincipalComponents, choose_blur_sigma, components_to_match,
     denoisers, errors_at_noise_levels, mean_absolute_error, peak_signal_to_noise_ratio,
 )
-from data import CLASS_NAMES, TEST_NOISE_SEED, add_noise, noisy_test_set, standard_test_noise
-from files import DATA_DIR, describes, load_checkpoint, write_atomically
-from runs import ALL_EPOCHS, CHECKPOINT_FILE, EARLY_STOPPING, run_state, run_to_use
+from data import (
+    CLASS_NAMES, DATA_DIR, TEST_NOISE_SEED, add_noise, noisy_test_set, standard_test_noise, write_atomically,
+)
+from checkpoints import describes, load_checkpoint
+import runs
+from runs import ALL_EPOCHS, CHECKPOINT_FILE, EARLY_STOPPING, run_state
 from train import MAX_NOISE_STD, load_split
 
 PUBLISHED_TEST_MAE = 0.06857  # test noise std 0.2
@@ -247,6 +250,36 @@ def json_text(metrics: dict) -> str:
         return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps(finite(metrics), indent=2, allow_nan=False) + "\n"
+
+
+# ---- The command line ----
+
+def run_to_use(run_dir: str | None, doing: str, while_training: bool = False) -> Path:
+    """--run-dir's run, or the newest finished one, said in a line; a run still training only if asked."""
+    pid = run_dir and runs.training_pid(Path(run_dir))
+    if pid and not while_training:
+        raise cli.UserError(f"the run in {run_dir} is still training (pid {pid}): wait for it to end, or pass "
+                            f"--while-training to use its best weights so far (what is written says which)")
+    if run_dir is not None:
+        return Path(run_dir)
+    recorded, training = [], []
+    for path in runs.RUNS_DIR.glob(f"*/{CHECKPOINT_FILE}"):
+        try:
+            recorded.append((load_checkpoint(path)[1]["saved_at"], path.parent))
+        except (cli.UserError, OSError):  # not a run of this code: not a candidate
+            pass
+    for saved, path in sorted(recorded, reverse=True):  # by each run's own record, never a file's time
+        if runs.training_pid(path) is None:
+            why = "the only run there" if len(recorded) == 1 else \
+                f"of {len(recorded)} runs, the last saved by their records: {saved[:19].replace('T', ' ')}"
+            note = f"; passed over {len(training)} newer run(s) still training, the newest {training[0]}" \
+                if training else ""
+            print(f"{doing} the newest run, {path} ({why}; pass --run-dir for another){note}")
+            return path
+        training.append(f"{path} (pid {runs.training_pid(path)})")
+    raise cli.UserError(f"no run in {runs.RUNS_DIR} has finished; {len(training)} still training, the newest "
+                        f"{training[0]}: wait for it, or pass its --run-dir with --while-training" if training
+                        else f"no run in {runs.RUNS_DIR}: run `python train.py` first, or pass --run-dir")
 
 
 @cli.script

@@ -18,10 +18,10 @@ import cli  # first, so that Ctrl-C while torch loads is one line
 import torch
 from torch import nn
 
-from data import CLASS_NAMES
-from evaluate import RunData, run_data, sampling_distribution
-from files import DATA_DIR, describes, load_checkpoint, write_atomically
-from runs import CHECKPOINT_FILE, run_to_use
+from data import CLASS_NAMES, DATA_DIR, write_atomically
+from evaluate import RunData, run_data, run_to_use, sampling_distribution
+from checkpoints import describes, load_checkpoint
+from runs import CHECKPOINT_FILE
 
 TEMPLATE = Path(__file__).resolve().parent / "explorer.html"
 PICTURES_PER_CLASS = 20  # to start from (5 past d = 64)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from cli import Stop, UserError, in_words
-from files import load_checkpoint, now, save_checkpoint
+from checkpoints import now, save_checkpoint
 
 try:
     import fcntl  # Linux and macOS; Windows takes no lock
@@ -150,29 +150,3 @@ def run_state(checkpoint: dict, run_dir: Path) -> str:
         return checkpoint["stop_reason"]
     pid = training_pid(run_dir)
     return f"still training (pid {pid})" if pid else "stopped without recording why (killed, or the machine went down)"
-
-
-def run_to_use(run_dir: str | None, doing: str, while_training: bool = False) -> Path:
-    """--run-dir's run, or the newest finished one, said in a line; a run still training only if asked."""
-    pid = run_dir and training_pid(Path(run_dir))
-    if pid and not while_training:
-        raise UserError(f"the run in {run_dir} is still training (pid {pid}): wait for it to end, or pass "
-                        f"--while-training to use its best weights so far (what is written says which)")
-    if run_dir is not None:
-        return Path(run_dir)
-    recorded, training = [], []
-    for path in RUNS_DIR.glob(f"*/{CHECKPOINT_FILE}"):
-        with contextlib.suppress(UserError, OSError):  # not a run of this code: not a candidate
-            recorded.append((load_checkpoint(path)[1]["saved_at"], path.parent))
-    for saved, path in sorted(recorded, reverse=True):  # by each run's own record, never a file's time
-        if training_pid(path) is None:
-            why = "the only run there" if len(recorded) == 1 else \
-                f"of {len(recorded)} runs, the last saved by their records: {saved[:19].replace('T', ' ')}"
-            note = f"; passed over {len(training)} newer run(s) still training, the newest {training[0]}" \
-                if training else ""
-            print(f"{doing} the newest run, {path} ({why}; pass --run-dir for another){note}")
-            return path
-        training.append(f"{path} (pid {training_pid(path)})")
-    raise UserError(f"no run in {RUNS_DIR} has finished; {len(training)} still training, the newest {training[0]}: "
-                    f"wait for it, or pass its --run-dir with --while-training" if training else
-                    f"no run in {RUNS_DIR}: run `python train.py` first, or pass --run-dir")

@@ -9,6 +9,7 @@ its pieces and the loop `fit` (a notebook calls it alone); then `train`, which s
 goes, and the command line.
 """
 
+import argparse
 import math
 import time
 from collections import defaultdict
@@ -17,8 +18,8 @@ import cli  # first, so that Ctrl-C while torch loads is one line
 import torch
 import torch.nn.functional as F
 from dae import IMAGE_PIXELS, DenoisingAutoencoder
-from data import add_noise, check_images, load_fashion_mnist, training_split
-from files import DATA_DIR, fetch_data, load_checkpoint
+from data import DATA_DIR, add_noise, check_images, fetch_data, load_fashion_mnist, training_split
+from checkpoints import load_checkpoint
 from runs import CHECKPOINT_FILE, NEW_RUN_DIR, Run
 
 # The published recipe: the one place it is written
@@ -200,6 +201,17 @@ def load_split(data_dir, val_size: int, noise_std: float, generator: torch.Gener
     return training_split(images, labels, val_size, noise_std, generator=generator)
 
 
+def pick_device(name: str) -> torch.device:
+    """'auto' is this machine's accelerator (CUDA, Apple MPS ...) or else the CPU."""
+    if name == "auto":
+        return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not present.get(name):
+        raise argparse.ArgumentTypeError(f"this machine has no {name} device: use --device auto or cpu" if name in
+                                         present else f"unknown device '{name}': choose auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
 def parse_args(argv=None):
     parser = cli.parser("train.py", "Train the denoising autoencoder on Fashion-MNIST.")
     flag, positive = parser.add_argument, cli.bounded(int, 1)
@@ -219,7 +231,7 @@ def parse_args(argv=None):
          help="seeds the split, the weights and the noise")
     flag("--data-dir", default=str(DATA_DIR), help="where Fashion-MNIST is, or goes")
     flag("--run-dir", default=NEW_RUN_DIR, help="a new or empty directory for the run")
-    flag("--device", type=cli.device, default="auto", help="auto, cpu, cuda or mps")
+    flag("--device", type=pick_device, default="auto", help="auto, cpu, cuda or mps")
     return parser.parse_args(argv)
 
 

@@ -21,10 +21,10 @@ import torchvision
 
 import explorer
 from baselines import NOISE_LEVELS, PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
-from data import CLASS_NAMES, standard_test_noise
-from evaluate import run_data, sampling_distribution
-from files import DATA_DIR, describes, load_checkpoint, write_atomically
-from runs import CHECKPOINT_FILE, EARLY_STOPPING, run_to_use
+from data import CLASS_NAMES, DATA_DIR, standard_test_noise, write_atomically
+from evaluate import run_data, run_to_use, sampling_distribution
+from checkpoints import describes, load_checkpoint
+from runs import CHECKPOINT_FILE, EARLY_STOPPING
 
 TRAVERSAL_STEPS = 9
 SAMPLE_ROWS = 6  # samples.png is 6 x 6

@@ -21,7 +21,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the project's modules and scripts sit at the repository root
 sys.path.insert(0, str(TESTS))  # and the tests' helpers here, however pytest was started
 
-from files import IDX_FILES, SYSTEM_COPIES  # noqa: E402
+from data import IDX_FILES, SYSTEM_COPIES  # noqa: E402
 
 TINY_TRAIN, TINY_TEST = 300, 100
 REAL_DATA_DIR = ROOT / "data"  # the scripts' default --data-dir, filled from the Debian copy as train.py would

@@ -1,4 +1,4 @@
-"""The data: where the files come from (files.py), what they hold, the split and the noise (data.py)."""
+"""The data (data.py): where the files come from, what they hold, the split and the noise."""
 
 import errno
 import os
@@ -10,13 +10,11 @@ import torchvision
 
 import cli
 import data
-import files
 from conftest import (
     DEBIAN_COPY, REAL_DATA_DIR, TINY_TEST, TINY_TRAIN, idx_bytes, requires_real_data, write_tiny_dataset,
 )
 from data import add_noise, load_fashion_mnist, training_split
-from cli import UserError
-from files import fetch_data
+from data import DataError, fetch_data
 
 
 def fetch_and_load(data_dir, system_copy, train=True):
@@ -31,7 +29,7 @@ def test_loads_idx_files_from_the_data_directory(tiny_data_dir, tmp_path):
     assert labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     # The fixture draws class 0's bar in columns 2-4 at a brightness of 128-255 out of 255, and nothing else:
     # the pixels are the bytes divided by 255.
-    raw = files.read_idx(tiny_data_dir / "FashionMNIST" / "raw" / "train-images-idx3-ubyte")
+    raw = data.read_idx(tiny_data_dir / "FashionMNIST" / "raw" / "train-images-idx3-ubyte")
     assert torch.equal(images[:, 0], raw.float() / 255)
     assert images[0, 0, 10, 2] >= 0.5 and images[0, 0, 10, 10] == 0 and images.max() <= 1
     test_images, _ = load_fashion_mnist(tiny_data_dir, train=False)
@@ -43,7 +41,7 @@ def test_unpacks_the_debian_copy_into_the_data_directory(tmp_path):
     write_tiny_dataset(system_copy, compress=True)
     images, _ = fetch_and_load(tmp_path / "data", system_copy)
     assert images.shape == (TINY_TRAIN, 1, 28, 28)
-    assert sorted(p.name for p in (tmp_path / "data" / "FashionMNIST" / "raw").iterdir()) == sorted(files.IDX_FILES)
+    assert sorted(p.name for p in (tmp_path / "data" / "FashionMNIST" / "raw").iterdir()) == sorted(data.IDX_FILES)
 
 
 @pytest.mark.parametrize("where, compress", [("data directory", True), ("data directory", False),
@@ -57,12 +55,12 @@ def test_idx_files_put_by_hand_load_packed_or_not(tmp_path, where, compress):
     assert images.shape == (TINY_TRAIN, 1, 28, 28) and labels[:3].tolist() == [0, 1, 2]
 
 
-@pytest.mark.skipif(not all((DEBIAN_COPY / f"{name}.gz").is_file() for name in files.IDX_FILES),
+@pytest.mark.skipif(not all((DEBIAN_COPY / f"{name}.gz").is_file() for name in data.IDX_FILES),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_debian_gz_files_copied_into_the_data_directory_load(tmp_path, monkeypatch):
     """The very files Debian ships, whose checksums torchvision would refuse, put by hand in --data-dir."""
     monkeypatch.setattr(torchvision.datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])
-    for name in files.IDX_FILES:
+    for name in data.IDX_FILES:
         (tmp_path / f"{name}.gz").symlink_to(DEBIAN_COPY / f"{name}.gz")
     images, _ = fetch_and_load(tmp_path, tmp_path / "no-system-copy", train=False)
     assert images.shape == (10_000, 1, 28, 28)
@@ -95,7 +93,7 @@ def test_public_functions_refuse_images_they_cannot_use_in_one_line():
 def test_no_data_anywhere_names_both_remedies(tmp_path, monkeypatch):
     # Point torchvision's download at a closed local port, so the test never reaches the internet.
     monkeypatch.setattr(torchvision.datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])
-    with pytest.raises(UserError) as error:
+    with pytest.raises(DataError) as error:
         fetch_data(tmp_path / "data", system_copy=tmp_path / "no-system-copy")
     message = str(error.value)
     assert "apt-get install dataset-fashion-mnist" in message and "could not be downloaded (" in message
@@ -108,7 +106,7 @@ def test_a_damaged_idx_file_is_named_with_the_remedy(tiny_data_dir, tmp_path, da
     damaged = tiny_data_dir / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
     content = damaged.read_bytes()
     damaged.write_bytes(content[: len(content) // 2] if damage == "truncated" else b"\x07" * 4 + content[4:])
-    with pytest.raises(UserError, match=r"train-labels-idx1-ubyte is damaged .* delete it and run again"):
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte is damaged .* delete it and run again"):
         fetch_data(tiny_data_dir, system_copy=tmp_path / "no-system-copy")
 
 
@@ -116,7 +114,7 @@ def test_a_damaged_debian_copy_is_named(tmp_path):
     system_copy = tmp_path / "usr-share"
     write_tiny_dataset(system_copy, compress=True)
     (system_copy / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte.gz.*--reinstall dataset-fashion-mnist$"):
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz.*--reinstall dataset-fashion-mnist$"):
         fetch_data(tmp_path / "data", system_copy=system_copy)
     assert not list((tmp_path / "data" / "FashionMNIST" / "raw").glob("*.tmp"))
 
@@ -185,7 +183,7 @@ def test_idx_files_that_disagree_are_named_before_anything_starts(damage, compla
         (raw_dir / "train-images-idx3-ubyte").write_bytes(idx_bytes(torch.zeros(TINY_TRAIN, 27, 27)))
     else:
         (raw_dir / "train-labels-idx1-ubyte").write_bytes(idx_bytes(torch.full((TINY_TRAIN,), 10)))
-    with pytest.raises(UserError) as error:
+    with pytest.raises(DataError) as error:
         fetch_data(tmp_path / "data", system_copy=tmp_path / "none")
     assert str(error.value) == f"{raw_dir / complaint}: move it elsewhere to keep it, and put the dataset's original " \
                                f"file in its place"
@@ -193,7 +191,7 @@ def test_idx_files_that_disagree_are_named_before_anything_starts(damage, compla
 
 def test_a_data_dir_that_is_a_file_is_named(tmp_path):
     (tmp_path / "data").write_text("not a directory")
-    with pytest.raises(UserError, match=r"^--data-dir .*data is a file, not a directory: pass the directory"):
+    with pytest.raises(DataError, match=r"^--data-dir .*data is a file, not a directory: pass the directory"):
         fetch_data(tmp_path / "data")
 
 
@@ -208,7 +206,7 @@ def test_unpacking_the_data_onto_a_full_disk_names_the_file_and_the_remedy(tmp_p
     with pytest.raises(OSError) as error:
         fetch_data(tmp_path / "data", system_copy=system_copy)
     raw_dir = tmp_path / "data" / "FashionMNIST" / "raw"
-    assert cli.in_words(error.value) == (f"{raw_dir / files.IDX_FILES[0]}: no space left on the disk: free some space,"
+    assert cli.in_words(error.value) == (f"{raw_dir / data.IDX_FILES[0]}: no space left on the disk: free some space,"
                                          f" or write to another disk")
     assert not list(raw_dir.iterdir())  # no half file, no temporary file
 
@@ -217,10 +215,10 @@ def test_a_failed_download_says_why_and_another_dataset_never_gets_fashion_mnist
     """A student adapting the loader to MNIST, offline: Debian's Fashion-MNIST must not be fed as MNIST."""
     debian_copy = tmp_path / "usr-share"
     write_tiny_dataset(debian_copy, compress=True)
-    monkeypatch.setitem(files.SYSTEM_COPIES, "FashionMNIST", debian_copy)
+    monkeypatch.setitem(data.SYSTEM_COPIES, "FashionMNIST", debian_copy)
     monkeypatch.setattr(data, "DATASET", torchvision.datasets.MNIST)
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])  # a closed local port
-    with pytest.raises(UserError) as error:
+    with pytest.raises(DataError) as error:
         fetch_data(tmp_path / "data")
     message = str(error.value)
     assert message.startswith(f"MNIST is not in {tmp_path / 'data' / 'MNIST' / 'raw'} and could not be downloaded (")

@@ -15,7 +15,7 @@ from conftest import tiny_train_args
 from dae import DenoisingAutoencoder
 from data import add_noise, load_fashion_mnist, training_split
 from evaluate import knn_accuracy, mae_per_class
-from files import load_checkpoint, save_checkpoint
+from checkpoints import load_checkpoint, save_checkpoint
 
 
 def test_mean_absolute_error_by_hand():

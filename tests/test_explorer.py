@@ -18,7 +18,7 @@ from conftest import REAL_DATA_DIR, requires_real_data
 from dae import DenoisingAutoencoder
 from data import load_fashion_mnist
 from evaluate import RunData, run_data
-from files import load_checkpoint
+from checkpoints import load_checkpoint
 from runs import CHECKPOINT_FILE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -27,7 +27,7 @@ import runs
 import train
 import visualize
 from conftest import ROOT, TINY_TRAIN, idx_bytes, tiny_train_args
-from files import load_checkpoint
+from checkpoints import load_checkpoint
 from runs import CHECKPOINT_FILE, LOCK_FILE
 
 NO_SPACE = OSError(errno.ENOSPC, "No space left on device")

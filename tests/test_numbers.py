@@ -15,7 +15,7 @@ import evaluate
 import train
 from conftest import tiny_train_args
 from dae import DenoisingAutoencoder
-from files import load_checkpoint
+from checkpoints import load_checkpoint
 
 
 def small_problem(seed=0, count=96):

@@ -10,16 +10,17 @@ import pytest
 import torch
 from torch import nn
 
+import data
 import evaluate
 import explorer
-import files
+import checkpoints
 import runs
 import train
 import visualize
 from cli import UserError
 from conftest import tiny_train_args
 from dae import DenoisingAutoencoder
-from files import load_checkpoint, save_checkpoint
+from checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from runs import CHECKPOINT_FILE, LOCK_FILE
 
 
@@ -65,7 +66,7 @@ def not_finite(path):
 
 def huge_file(path):
     with open(path, "wb") as file:
-        file.truncate(files.MAX_CHECKPOINT_BYTES + 1)  # sparse: no disk space is used
+        file.truncate(checkpoints.MAX_CHECKPOINT_BYTES + 1)  # sparse: no disk space is used
 
 
 HOSTILE = {
@@ -74,12 +75,12 @@ HOSTILE = {
     "an empty file": (lambda path: path.write_bytes(b""), "holds a file this project did not write"),
     "a cut-short checkpoint": (lambda path: (saved_run(path), path.write_bytes(path.read_bytes()[:5000])),
                                "holds a file this project did not write"),
-    "a pickle that runs code": (lambda path: torch.save({"format": files.CHECKPOINT_FORMAT, "payload": print}, path),
+    "a pickle that runs code": (lambda path: torch.save({"format": CHECKPOINT_FORMAT, "payload": print}, path),
                                 "holds a file this project did not write"),
     "a bare state dict": (lambda path: torch.save(nn.Linear(3, 2).state_dict(), path),
-                          f"holds a file this project did not write: this code reads '{files.CHECKPOINT_FORMAT}'"),
+                          f"holds a file this project did not write: this code reads '{CHECKPOINT_FORMAT}'"),
     "another project's format": (lambda path: saved_run(path, format="fashion-mnist-gan/1"),
-                                 f"holds a 'fashion-mnist-gan/1' model: this code reads '{files.CHECKPOINT_FORMAT}'"),
+                                 f"holds a 'fashion-mnist-gan/1' model: this code reads '{CHECKPOINT_FORMAT}'"),
     "a model with no run record": (lambda path: saved_run(path, config=None),
                                    "holds a model but no record of a run of train.py (no configuration)"),
     "a configuration with no seed": (lambda path: saved_run(path, config={"val_size": 60, "noise_std": 0.2}),
@@ -150,7 +151,7 @@ def test_writes_never_follow_a_link_and_get_ordinary_permissions(tmp_path):
     (tmp_path / "metrics.json").symlink_to(target)
     old_umask = os.umask(0o022)
     try:
-        files.write_atomically(tmp_path / "metrics.json", b"{}")
+        data.write_atomically(tmp_path / "metrics.json", b"{}")
     finally:
         os.umask(old_umask)
     assert target.read_text() == "the user's notes" and not (tmp_path / "metrics.json").is_symlink()

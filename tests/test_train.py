@@ -14,14 +14,14 @@ from torch import nn
 import baselines
 import evaluate
 import explorer
-import files
+import data
 import runs
 import train
 import visualize
 from conftest import REAL_DATA_DIR, ROOT, requires_real_data, tiny_train_args
 from dae import DenoisingAutoencoder
 from data import load_fashion_mnist, training_split
-from files import load_checkpoint
+from checkpoints import load_checkpoint
 from runs import CHECKPOINT_FILE
 from train import RECIPE, EarlyStopping
 
@@ -401,7 +401,7 @@ def test_readmes_notebook_snippet_runs(trained_tiny_run, tmp_path, monkeypatch, 
         snippet = snippet.replace(old, new)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")  # where its run goes
-    monkeypatch.setattr(files, "DATA_DIR", trained_tiny_run / "data")  # the default --data-dir, and the snippet's
+    monkeypatch.setattr(data, "DATA_DIR", trained_tiny_run / "data")  # the default --data-dir, and the snippet's
     monkeypatch.setattr(train, "DATA_DIR", trained_tiny_run / "data")
     matplotlib.use("Agg")
     exec(compile(snippet, "notebook-cell", "exec"), {"__name__": "__main__"})

@@ -12,12 +12,12 @@ import subprocess
 
 import pytest
 
-import files
+import checkpoints
 from conftest import ROOT
 
 PATCHES = [ROOT / "docs" / "vae.patch", ROOT / "docs" / "conv.patch"]
 # The patches turn the DAE into a VAE; in a fork that has applied them already, there is nothing left to check.
-pytestmark = pytest.mark.skipif(files.CHECKPOINT_FORMAT != "fashion-mnist-dae/1",
+pytestmark = pytest.mark.skipif(checkpoints.CHECKPOINT_FORMAT != "fashion-mnist-dae/1",
                                 reason="this code is no longer the DAE that docs/vae.patch applies to")
 
 
@@ -33,5 +33,5 @@ def test_the_vae_patch_applies_and_the_conv_patch_on_top_of_it(tmp_path):
     for patch in PATCHES:  # git apply works outside a repository too, as a plain patch tool
         result = subprocess.run(["git", "apply", str(patch)], cwd=tmp_path, capture_output=True, text=True)
         assert result.returncode == 0, f"{patch.name} no longer applies to the code; make it again:\n{result.stderr}"
-    assert 'CHECKPOINT_FORMAT = "fashion-mnist-vae/1"' in (tmp_path / "files.py").read_text()
+    assert 'CHECKPOINT_FORMAT = "fashion-mnist-vae/1"' in (tmp_path / "checkpoints.py").read_text()
     assert "nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1)" in (tmp_path / "dae.py").read_text()
