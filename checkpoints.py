@@ -1,7 +1,4 @@
-"""Checkpoints: a run's weights and record, saved whole and read back without trust.
-
-Anything else under a checkpoint's name is one line that says what it holds.
-"""
+"""Checkpoints: a run's weights and record, saved whole, read back without trust: anything else is one line."""
 
 import inspect
 import io
@@ -20,19 +17,13 @@ CHECKPOINT_FORMAT = "fashion-mnist-dae/1"  # tells this model's checkpoints from
 MAX_CHECKPOINT_BYTES = 256 * 2**20  # this project's are under 3 MB
 
 
-def now() -> str:
-    return datetime.now().isoformat(timespec="microseconds")
-
-
-# ---- Checkpoints ----
-
 def save_checkpoint(path: Path, model, state_dict: dict, **record) -> None:
     """A self-describing checkpoint (the model's arguments and layers beside its weights), written whole."""
     arguments = {name: getattr(model, name) for name in inspect.signature(type(model)).parameters}
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, "model_args": arguments, "architecture": layers(model),
                 "model_state": {name: value.detach().cpu() for name, value in state_dict.items()},
-                "stamp": uuid.uuid4().hex[:12], "saved_at": now(), **record}, buffer)
+                "stamp": uuid.uuid4().hex[:12], "saved_at": datetime.now().isoformat(), **record}, buffer)
     write_atomically(Path(path), buffer.getvalue())
 
 
@@ -51,9 +42,8 @@ def load_checkpoint(path) -> tuple[DenoisingAutoencoder, dict]:
     if path.stat().st_size > MAX_CHECKPOINT_BYTES:
         raise UserError(f"{path} holds {path.stat().st_size / 2**20:,.0f} MB, far more than any checkpoint of this "
                         f"project (MAX_CHECKPOINT_BYTES in files.py): pass another --run-dir")
-    content = path.read_bytes()
     try:
-        checkpoint = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)  # runs no code
+        checkpoint = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)  # runs no code
     except Exception as error:  # a damaged file raises many kinds
         raise UserError(f"{path} holds a file this project did not write (damaged, or not a PyTorch checkpoint: "
                         f"{type(error).__name__}): {train_one}") from None
@@ -70,16 +60,14 @@ def load_checkpoint(path) -> tuple[DenoisingAutoencoder, dict]:
 def unrecorded(checkpoint: dict) -> str | None:
     """What a checkpoint lacks of the record that evaluate.py and visualize.py read, in words; or None."""
     config, history, best_epoch = (checkpoint.get(name) for name in ("config", "history", "best_epoch"))
-    def numbers(values) -> bool:
-        return isinstance(values, list) and all(isinstance(value, (int, float)) for value in values)
-
     if not isinstance(config, dict):
         return "no configuration"
-    missing = [name for name in ("seed", "val_size", "noise_std") if not numbers([config.get(name)])]
+    missing = [name for name in ("seed", "val_size", "noise_std") if not isinstance(config.get(name), (int, float))]
     if missing:
         return f"no {missing[0]} in its configuration"
-    if not (isinstance(history, dict) and {"train_loss", "val_loss"} <= set(history) and all(map(numbers,
-                                                                                                history.values()))):
+    if not (isinstance(history, dict) and {"train_loss", "val_loss"} <= set(history) and all(
+            isinstance(values, list) and all(isinstance(value, (int, float)) for value in values)
+            for values in history.values())):
         return "a history that is not numbers"
     if not (isinstance(best_epoch, int) and 1 <= best_epoch <= len(history["val_loss"])):
         return "no best epoch among its epochs"
@@ -101,13 +89,8 @@ def rebuilt_model(checkpoint: dict, path: Path) -> DenoisingAutoencoder:
     except Exception as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
         raise UserError(f"{path} holds a model of other layers than this code's ({lines[len(lines) > 1]}): use it "
-                        f"with the code "
-                        f"that trained it, or train one with `python train.py`") from None
+                        f"with the code that trained it, or train one with `python train.py`") from None
     if not all(value.isfinite().all() for value in model.state_dict().values()):
         raise UserError(f"{path} holds weights that are not finite numbers: train the run again with a lower --lr")
     return model.eval()
 
-
-def describes(checkpoint: dict) -> dict:
-    """What a report or figure records of the weights it was made from."""
-    return {"best_epoch": checkpoint["best_epoch"], "checkpoint_stamp": checkpoint["stamp"]}

@@ -1,7 +1,5 @@
 """The command line the scripts share: their flags, and every failure as one line and a status.
-
-Each script imports this first, so that a failure while torch loads (Ctrl-C, say) is one line too.
-"""
+Each script imports it first, so that a failure while torch loads (Ctrl-C, say) is one line too."""
 
 import sys
 
@@ -116,25 +114,21 @@ def in_words(error: BaseException) -> str:
 
 
 class NamedOutput:
-    """sys.stdout, whose failed writes say that it is the output that failed."""
+    """sys.stdout, whose failed writes and flushes say that it is the output that failed."""
 
     def __init__(self, stream):
         self.stream = stream
 
-    def write(self, text: str) -> int:
-        return self.named(self.stream.write, text)
+    def __getattr__(self, name):  # write, flush, fileno, encoding ...
+        attribute = getattr(self.stream, name)
+        return functools.partial(self.named, attribute) if name in ("write", "flush") else attribute
 
-    def flush(self) -> None:
-        self.named(self.stream.flush)
-
-    def named(self, call, *arguments):
+    @staticmethod
+    def named(call, *arguments):
         try:
             return call(*arguments)
         except OSError as error:
             raise OSError(error.errno, error.strerror, OUTPUT) from None
-
-    def __getattr__(self, name):  # fileno, encoding ...
-        return getattr(self.stream, name)
 
 
 def script(main):

@@ -2,8 +2,8 @@
 
 Fashion-MNIST (Xiao et al., 2017): 60,000 training and 10,000 test images of clothing, 28x28
 grey, 10 classes. The images are one float tensor (N, 1, 28, 28) in [0, 1], so training slices
-batches out of it on its device, with no DataLoader. Last, `fetch_data`: where the scripts find
-the files offline. Copied alone, it needs only torch and torchvision.
+batches out of it on its device, with no DataLoader. Last, `fetch_data`: how the scripts find the
+files offline. Copied alone, it needs only torch and torchvision.
 """
 
 import gzip
@@ -95,8 +95,8 @@ def fetch_data(data_dir, system_copy=None) -> None:
         raise DataError(f"--data-dir {data_dir} is a file, not a directory: pass the directory")
     for file in IDX_FILES:
         places = [raw_dir / f"{file}.gz", data_dir / file, data_dir / f"{file}.gz"]
-        source = next((path for path in places + [system_copy and system_copy / f"{file}.gz"]
-                       if path and path.is_file()), None)
+        places += [system_copy / f"{file}.gz"] if system_copy else []
+        source = next((path for path in places if path.is_file()), None)
         if source and not (raw_dir / file).exists():
             unpack(source, raw_dir / file, from_debian=source.parent == system_copy)
     if not all((raw_dir / file).exists() for file in IDX_FILES):

@@ -23,9 +23,9 @@ from baselines import (
 from data import (
     CLASS_NAMES, DATA_DIR, TEST_NOISE_SEED, add_noise, noisy_test_set, standard_test_noise, write_atomically,
 )
-from checkpoints import describes, load_checkpoint
+from checkpoints import load_checkpoint
 import runs
-from runs import ALL_EPOCHS, CHECKPOINT_FILE, EARLY_STOPPING, run_state
+from runs import ALL_EPOCHS, CHECKPOINT_FILE, EARLY_STOPPING
 from train import MAX_NOISE_STD, load_split
 
 PUBLISHED_TEST_MAE = 0.06857  # test noise std 0.2
@@ -73,6 +73,19 @@ def sampling_distribution(model, training_codes: torch.Tensor) -> tuple:
     mean = training_codes.mean(dim=0)  # (N, d) -> (d,)
     covariance = torch.cov(training_codes.T).reshape(len(mean), -1)  # (d, d), also for d = 1
     return mean, covariance, "a Gaussian fitted to the training codes (mean and covariance)"
+
+
+def describes(checkpoint: dict) -> dict:
+    """What a report or figure records of the weights it was made from."""
+    return {"best_epoch": checkpoint["best_epoch"], "checkpoint_stamp": checkpoint["stamp"]}
+
+
+def run_state(checkpoint: dict, run_dir: Path) -> str:
+    """How a run ended, in words; for one that never said, whether it is still alive."""
+    if checkpoint["stop_kind"] != runs.RUNNING:
+        return checkpoint["stop_reason"]
+    pid = runs.training_pid(run_dir)
+    return f"still training (pid {pid})" if pid else "stopped without recording why (killed, or the machine went down)"
 
 
 def mae_per_class(prediction: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict:

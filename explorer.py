@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from data import CLASS_NAMES, DATA_DIR, write_atomically
-from evaluate import RunData, run_data, run_to_use, sampling_distribution
-from checkpoints import describes, load_checkpoint
+from evaluate import RunData, describes, run_data, run_to_use, sampling_distribution
+from checkpoints import load_checkpoint
 from runs import CHECKPOINT_FILE
 
 TEMPLATE = Path(__file__).resolve().parent / "explorer.html"

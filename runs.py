@@ -1,9 +1,5 @@
-"""A run on disk, and how training keeps it safe: the machinery a learner may skip.
-
-A run is a directory, runs/<date>_<time>/ unless --run-dir names a new or empty one: checkpoint.pt
-(the kept weights, the configuration, the history), train.lock (locked while train.py trains), and
-what evaluate.py and visualize.py write. docs/runs.md tells what keeps it safe.
-"""
+"""A run on disk, and how training keeps it safe (docs/runs.md): a directory of checkpoint.pt (the
+kept weights, configuration and history), train.lock (locked while train.py trains) and the reports."""
 
 import contextlib
 import itertools
@@ -14,7 +10,7 @@ from pathlib import Path
 import torch
 
 from cli import Stop, UserError, in_words
-from checkpoints import now, save_checkpoint
+from checkpoints import save_checkpoint
 
 try:
     import fcntl  # Linux and macOS; Windows takes no lock
@@ -29,16 +25,13 @@ RUNNING, ALL_EPOCHS, EARLY_STOPPING, DIVERGED, FAILED = "running", "all epochs",
 
 
 class Run:
-    """Saves a training run as `fit` tells it of each epoch; nothing is lost however the run ends.
-
-        with Run(args.run_dir, config, run_info, divergence_remedy) as run:
-            fit(..., run=run)
-    """
+    """`with Run(...) as run: fit(..., run=run)` saves the run as `fit` tells it of each epoch;
+    nothing is lost however the run ends."""
 
     def __init__(self, run_dir: str, config: dict, run_info: dict, divergence_remedy: str):
         self.run_dir = None if run_dir == NEW_RUN_DIR else Path(run_dir)
         self.config = {name: str(value) if isinstance(value, torch.device) else value for name, value in config.items()}
-        self.run_info = {**run_info, "torch_version": str(torch.__version__), "started_at": now()}
+        self.run_info = {**run_info, "torch_version": str(torch.__version__), "started_at": datetime.now().isoformat()}
         self.divergence_remedy = divergence_remedy
         self.history, self.best_epoch, self.best_state, self.saved, self.lock = {}, 0, None, False, None
         self.stop_kind, self.stop_reason = ALL_EPOCHS, f"reached --epochs {config['epochs']}"
@@ -95,10 +88,9 @@ class Run:
         elif error is not None:
             self.stop_kind, self.stop_reason = FAILED, f"failed at epoch {epochs}: {in_words(error)}"
         try:
-            if self.best_state is not None:
-                self.save(self.stop_kind, self.stop_reason)  # once more, with the whole history
-        except (OSError, KeyboardInterrupt, Stop):  # the checkpoint saved before stays whole
-            pass
+            if self.best_state is not None:  # once more, with the whole history
+                with contextlib.suppress(OSError, KeyboardInterrupt, Stop):  # the checkpoint saved before stays whole
+                    self.save(self.stop_kind, self.stop_reason)
         finally:
             self.release()
         path = self.run_dir / CHECKPOINT_FILE
@@ -143,10 +135,3 @@ def training_pid(run_dir: Path) -> str | None:
             return lock.read().strip() or "unknown"
     return None
 
-
-def run_state(checkpoint: dict, run_dir: Path) -> str:
-    """How a run ended, in words; for one that never said, whether it is still alive."""
-    if checkpoint["stop_kind"] != RUNNING:
-        return checkpoint["stop_reason"]
-    pid = training_pid(run_dir)
-    return f"still training (pid {pid})" if pid else "stopped without recording why (killed, or the machine went down)"

@@ -245,7 +245,7 @@ def test_each_signal_stops_a_training_cleanly_a_second_training_is_refused_and_k
         assert checkpoint["config"]["epochs"] == 100000  # the second training changed nothing
     killed = run_dirs["killed"]
     assert runs.training_pid(killed) is None  # the operating system let go of the lock
-    assert runs.run_state(load_checkpoint(killed / CHECKPOINT_FILE)[1], killed) == (
+    assert evaluate.run_state(load_checkpoint(killed / CHECKPOINT_FILE)[1], killed) == (
         "stopped without recording why (killed, or the machine went down)")
 
 

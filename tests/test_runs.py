@@ -213,7 +213,7 @@ def test_a_run_still_training_is_passed_over_or_refused_and_one_that_died_is_use
                   saved_at=saved_at, config=finished["config"])
     evaluate.main(data)  # no process holds the newer one: it died (kill -9), and its weights are used
     assert f"the newest run, {newer} (of 2 runs" in capsys.readouterr().out
-    assert runs.run_state(load_checkpoint(newer / CHECKPOINT_FILE)[1], newer) == (
+    assert evaluate.run_state(load_checkpoint(newer / CHECKPOINT_FILE)[1], newer) == (
         "stopped without recording why (killed, or the machine went down)")
     with open(newer / LOCK_FILE, "w") as lock:  # now this process holds its lock, as train.py would
         runs.fcntl.flock(lock, runs.fcntl.LOCK_EX)
