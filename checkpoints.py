@@ -41,7 +41,7 @@ def load_checkpoint(path) -> tuple[DenoisingAutoencoder, dict]:
         raise UserError(f"{path} is not a file: move or rename it, or pass another --run-dir")
     if path.stat().st_size > MAX_CHECKPOINT_BYTES:
         raise UserError(f"{path} holds {path.stat().st_size / 2**20:,.0f} MB, far more than any checkpoint of this "
-                        f"project (MAX_CHECKPOINT_BYTES in files.py): pass another --run-dir")
+                        f"project (MAX_CHECKPOINT_BYTES in checkpoints.py): pass another --run-dir")
     try:
         checkpoint = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)  # runs no code
     except Exception as error:  # a damaged file raises many kinds

@@ -20,10 +20,10 @@ from baselines import (
     BLUR, CLIPPED, NOISE_LEVELS, NOISY, PrincipalComponents, choose_blur_sigma, components_to_match,
     denoisers, errors_at_noise_levels, mean_absolute_error, peak_signal_to_noise_ratio,
 )
+from checkpoints import load_checkpoint
 from data import (
     CLASS_NAMES, DATA_DIR, TEST_NOISE_SEED, add_noise, noisy_test_set, standard_test_noise, write_atomically,
 )
-from checkpoints import load_checkpoint
 import runs
 from runs import ALL_EPOCHS, CHECKPOINT_FILE, EARLY_STOPPING
 from train import MAX_NOISE_STD, load_split

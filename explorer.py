@@ -18,9 +18,9 @@ import cli  # first, so that Ctrl-C while torch loads is one line
 import torch
 from torch import nn
 
+from checkpoints import load_checkpoint
 from data import CLASS_NAMES, DATA_DIR, write_atomically
 from evaluate import RunData, describes, run_data, run_to_use, sampling_distribution
-from checkpoints import load_checkpoint
 from runs import CHECKPOINT_FILE
 
 TEMPLATE = Path(__file__).resolve().parent / "explorer.html"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from cli import Stop, UserError, in_words
 from checkpoints import save_checkpoint
+from cli import Stop, UserError, in_words
 
 try:
     import fcntl  # Linux and macOS; Windows takes no lock

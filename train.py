@@ -17,9 +17,9 @@ from collections import defaultdict
 import cli  # first, so that Ctrl-C while torch loads is one line
 import torch
 import torch.nn.functional as F
+from checkpoints import load_checkpoint
 from dae import IMAGE_PIXELS, DenoisingAutoencoder
 from data import DATA_DIR, add_noise, check_images, fetch_data, load_fashion_mnist, training_split
-from checkpoints import load_checkpoint
 from runs import CHECKPOINT_FILE, NEW_RUN_DIR, Run
 
 # The published recipe: the one place it is written

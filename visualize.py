@@ -21,9 +21,9 @@ import torchvision
 
 import explorer
 from baselines import NOISE_LEVELS, PrincipalComponents, choose_blur_sigma, denoisers, errors_at_noise_levels
+from checkpoints import load_checkpoint
 from data import CLASS_NAMES, DATA_DIR, standard_test_noise, write_atomically
 from evaluate import describes, run_data, run_to_use, sampling_distribution
-from checkpoints import load_checkpoint
 from runs import CHECKPOINT_FILE, EARLY_STOPPING
 
 TRAVERSAL_STEPS = 9

@@ -11,11 +11,11 @@ import evaluate
 import runs
 import train
 from baselines import mean_absolute_error, peak_signal_to_noise_ratio
+from checkpoints import load_checkpoint, save_checkpoint
 from conftest import tiny_train_args
 from dae import DenoisingAutoencoder
 from data import add_noise, load_fashion_mnist, training_split
 from evaluate import knn_accuracy, mae_per_class
-from checkpoints import load_checkpoint, save_checkpoint
 
 
 def test_mean_absolute_error_by_hand():

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 import explorer
+from checkpoints import load_checkpoint
 from conftest import REAL_DATA_DIR, requires_real_data
 from dae import DenoisingAutoencoder
 from data import load_fashion_mnist
 from evaluate import RunData, run_data
-from checkpoints import load_checkpoint
 from runs import CHECKPOINT_FILE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -26,8 +26,8 @@ import explorer
 import runs
 import train
 import visualize
-from conftest import ROOT, TINY_TRAIN, idx_bytes, tiny_train_args
 from checkpoints import load_checkpoint
+from conftest import ROOT, TINY_TRAIN, idx_bytes, tiny_train_args
 from runs import CHECKPOINT_FILE, LOCK_FILE
 
 NO_SPACE = OSError(errno.ENOSPC, "No space left on device")

@@ -13,9 +13,9 @@ import torchvision
 
 import evaluate
 import train
+from checkpoints import load_checkpoint
 from conftest import tiny_train_args
 from dae import DenoisingAutoencoder
-from checkpoints import load_checkpoint
 
 
 def small_problem(seed=0, count=96):

@@ -17,10 +17,10 @@ import checkpoints
 import runs
 import train
 import visualize
+from checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from cli import UserError
 from conftest import tiny_train_args
 from dae import DenoisingAutoencoder
-from checkpoints import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from runs import CHECKPOINT_FILE, LOCK_FILE
 
 
