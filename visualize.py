@@ -40,7 +40,8 @@ MAX_DRAWN_DIMENSIONS = 16
 # ---- The figures an assignment needs: each works pasted alone below README's imports ----
 
 def plot_reconstructions(rows: dict, labels: torch.Tensor, class_names=CLASS_NAMES):
-    """One row per entry of `rows` (name -> images (N, 1, 28, 28)), one column per class: its first image."""
+    """One row per entry of `rows` (name -> images (N, 1, 28, 28)), one column per class: its first image,
+    named by its index in `labels` (the test set's, for the test images)."""
     first_of_class = [(labels == index).nonzero()[0].item() for index in range(len(class_names))]
     chosen = torch.cat([images[first_of_class] for images in rows.values()])  # (rows * classes, 1, 28, 28)
     # A fixed 0-1 range: noise outside it shows clipped, not rescaled
@@ -48,7 +49,8 @@ def plot_reconstructions(rows: dict, labels: torch.Tensor, class_names=CLASS_NAM
     figure, axis = plt.subplots(figsize=(1.2 * len(class_names) + 1.6, 1.2 * len(rows) + 0.5))
     axis.imshow(picture.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     centres = [2 + 30 * index + 13.5 for index in range(max(len(class_names), len(rows)))]  # 28 pixels + 2 apart
-    axis.set_xticks(centres[: len(class_names)], class_names, fontsize=9)
+    names = [f"{name}\n#{index}" for name, index in zip(class_names, first_of_class)]  # "Coat\n#25"
+    axis.set_xticks(centres[: len(class_names)], names, fontsize=9)
     axis.set_yticks(centres[: len(rows)], list(rows), fontsize=9)
     axis.xaxis.tick_top()
     axis.tick_params(length=0)
@@ -317,8 +319,7 @@ def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes | None]:
     errors = errors_at_noise_levels(methods, run.test_clean, standard_test_noise(run.test_clean.shape), levels)
     mean, covariance, source = sampling_distribution(model, run.train_codes)
     sampled = sample_codes(mean, covariance, SAMPLE_ROWS**2, torch.Generator().manual_seed(SAMPLE_SEED))
-    first_of_class = {name: run.test_clean[(run.test_labels == index).nonzero()[0].item()]
-                      for index, name in enumerate(CLASS_NAMES)}
+    first = {name: (run.test_labels == index).nonzero()[0].item() for index, name in enumerate(CLASS_NAMES)}
     figures = {
         "reconstructions.png": plot_reconstructions({
             "clean": run.test_clean,
@@ -331,8 +332,9 @@ def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes | None]:
         "samples.png": plot_samples(model.decode(sampled), f"{len(sampled)} random codes drawn from {source}, "
                                                            f"decoded by the {model.name} (seed {SAMPLE_SEED})"),
         "interpolations.png": plot_interpolations({
-            f"{start} to {end}: the first test image of each, clean": interpolation_rows(
-                model, pca, first_of_class[start], first_of_class[end]) for start, end in INTERPOLATION_PAIRS
+            f"{start} (test image #{first[start]}) to {end} (#{first[end]}), clean": interpolation_rows(
+                model, pca, run.test_clean[first[start]], run.test_clean[first[end]])
+            for start, end in INTERPOLATION_PAIRS
         }),
         "noise_levels.png": plot_noise_levels(levels, errors, noise_std),
         "loss_curves.png": plot_loss_curves(checkpoint["history"], checkpoint["best_epoch"],
