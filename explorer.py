@@ -1,10 +1,10 @@
-"""The explorer: one HTML page where a learner moves the code's numbers and watches the garment change.
+"""The explorer: one HTML page that shows denoising whole: a test image, its noise, the code, the output.
 
     python explorer.py                        # the newest run: writes runs/<run>/explorer.html
     python explorer.py --measure runs/seed3/explorer.html   # its speed in headless Chromium
 
 visualize.py writes the page too. It is explorer.html with the run's data put in; the browser runs
-the decoder layer by layer (DECODER_LAYERS). A decoder it cannot run gets no page, and a line.
+the encoder and the decoder layer by layer (PAGE_LAYERS). A decoder it cannot run gets no page.
 """
 
 import base64
@@ -19,23 +19,23 @@ import torch
 from torch import nn
 
 from checkpoints import load_checkpoint
-from data import CLASS_NAMES, DATA_DIR, write_atomically
+from data import CLASS_NAMES, DATA_DIR, standard_test_noise, write_atomically
 from evaluate import RunData, describes, run_data, run_to_use, sampling_distribution
 from runs import CHECKPOINT_FILE
 
 TEMPLATE = Path(__file__).resolve().parent / "explorer.html"
-PICTURES_PER_CLASS = 20  # to start from (5 past d = 64)
-PLOTTED_CODES = 2000  # in the code plane
-SLIDERS = 16  # the most code numbers with one
+PICTURES_PER_CLASS = 30  # test images on the page, each a dot (5 past d = 64)
+NOISE_STEP = 1 / 32  # evaluate.py's noise, kept to 1/32 of its std
+SLIDERS = 16  # sliders at most
 FULL_COVARIANCE = 64  # past it, samples number by number
-MAX_BYTES = 1_500_000
-# The layers the page's decoder runs
-DECODER_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Unflatten, nn.Flatten, nn.ReLU, nn.LeakyReLU,
-                  nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout)
+MAX_BYTES = 3_000_000
+# The layers the page runs, in the encoder and the decoder
+PAGE_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Unflatten, nn.Flatten, nn.ReLU, nn.LeakyReLU,
+               nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout)
 
 
 class PageError(cli.UserError):
-    """The page cannot draw this model's decoder; the message says which part, and what still works."""
+    """The page cannot run a part of this model; the message says which, and what still works."""
 
 
 def as_base64(tensor: torch.Tensor, dtype=torch.float32) -> str:
@@ -43,27 +43,25 @@ def as_base64(tensor: torch.Tensor, dtype=torch.float32) -> str:
     return base64.b64encode(tensor.detach().to(dtype).contiguous().numpy().tobytes()).decode()
 
 
-def decoder_layers(model: nn.Module) -> list[dict]:
-    """The decoder's leaf layers, in order, as the page runs them; PageError for one it cannot draw.
-    Checked on a few random codes against `model.decode`, which may do more (a skip, say)."""
-    decoder = getattr(model, "decoder", None)
-    if not isinstance(decoder, nn.Module):
-        raise PageError("the model has no `decoder` module for the page to run; every figure and the "
-                        "report are made as usual")
-    layers = [(name, layer) for name, layer in decoder.named_modules() if not list(layer.children())]
-    described = [describe_layer(f"decoder.{name}", layer) for name, layer in layers]
-    codes = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(0)) * 2
+def page_layers(model: nn.Module, part: str, inputs: torch.Tensor, outputs: torch.Tensor) -> list[dict]:
+    """`model.encoder`'s or `model.decoder`'s leaf layers, in order, as the page runs them; PageError for
+    one it cannot run, or if they do not turn `inputs` into `outputs` (the first ones, for a VAE's mean)."""
+    module = getattr(model, part, None)
+    if not isinstance(module, nn.Module):
+        raise PageError(f"the model has no `{part}` module for the page to run")
+    layers = [(name, layer) for name, layer in module.named_modules() if not list(layer.children())]
+    described = [describe_layer(f"{part}.{name}", layer) for name, layer in layers]
     with torch.no_grad():
         try:
-            chained = functools.reduce(lambda x, layer: layer(x), [layer for _, layer in layers], codes)
-        except RuntimeError as error:
-            chained = error
-        decoded = model.decode(codes)
-    if not (isinstance(chained, torch.Tensor) and chained.numel() == decoded.numel() == 4 * 784
-            and torch.allclose(chained.flatten(1), decoded.flatten(1), atol=1e-5)):
-        raise PageError("model.decode does more than run its decoder's layers in order (a skip or a reshape "
-                        "outside them), so the page would draw other images; every figure and the report are "
-                        "made as usual")
+            chained = functools.reduce(lambda x, layer: layer(x), [layer for _, layer in layers], inputs)
+            chained = chained.flatten(1)[:, : outputs[0].numel()]  # (N, 2d) -> (N, d): mu of (mu, log var)
+        except RuntimeError:
+            chained = None
+    if chained is None or chained.shape != outputs.flatten(1).shape or not torch.allclose(
+            chained, outputs.flatten(1), atol=1e-5):
+        method = {"encoder": "encode", "decoder": "decode"}[part]
+        raise PageError(f"model.{method} does more than run its {part}'s layers in order (a skip or a reshape "
+                        f"outside them)")
     return described
 
 
@@ -71,7 +69,7 @@ def describe_layer(name: str, layer: nn.Module) -> dict:
     """One layer as the page's decoder reads it: its type, its settings and its weights."""
     kind = type(layer).__name__
     unsupported = None
-    if not isinstance(layer, DECODER_LAYERS):
+    if not isinstance(layer, PAGE_LAYERS):
         unsupported = f"{name} is a {kind}"
     elif isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and (
             layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros"
@@ -82,9 +80,8 @@ def describe_layer(name: str, layer: nn.Module) -> dict:
     elif isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
         unsupported = f"{name} flattens dimensions {layer.start_dim} to {layer.end_dim}, not all but the batch"
     if unsupported:
-        raise PageError(f"{unsupported}, which the page's decoder cannot run (it knows "
-                        f"{', '.join(kind.__name__ for kind in DECODER_LAYERS)}): no explorer page; every "
-                        f"figure and the report are made as usual")
+        raise PageError(f"{unsupported}, which the page cannot run (it knows "
+                        f"{', '.join(kind.__name__ for kind in PAGE_LAYERS)})")
     described = {"type": kind}
     if isinstance(layer, nn.LeakyReLU):
         described["slope"] = layer.negative_slope
@@ -110,17 +107,30 @@ def slider_ranges(codes: torch.Tensor) -> torch.Tensor:
 
 
 def chosen_pictures(labels: torch.Tensor, latent_dim: int) -> torch.Tensor:
-    """The indices of the first few test images of each class, class by class."""
+    """The test indices of the first few test images of each class, in the test set's order."""
     per_class = PICTURES_PER_CLASS if latent_dim <= FULL_COVARIANCE else 5
-    return torch.cat([(labels == index).nonzero()[:per_class, 0] for index in range(len(CLASS_NAMES))])
+    return torch.cat([(labels == index).nonzero()[:per_class, 0] for index in range(len(CLASS_NAMES))]).sort().values
 
 
 @torch.no_grad()
 def page_data(model, checkpoint: dict, run_dir: Path, run: RunData) -> dict:
-    """Everything the page shows, as plain values: the run, the decoder, codes and pictures.
-    The codes are those of noisy images, as the model is used; the pictures the clean ones."""
-    decoder = decoder_layers(model)  # first: a decoder the page cannot run needs nothing else
+    """Everything the page shows, as plain values: the run, its encoder and decoder, and test images with
+    evaluate.py's noise on them, each with its code at the run's noise std."""
     config = checkpoint["config"]
+    codes = torch.randn(4, model.latent_dim, generator=torch.Generator().manual_seed(0)) * 2
+    try:  # first: a decoder the page cannot run needs nothing else
+        decoder = page_layers(model, "decoder", codes, model.decode(codes))
+    except PageError as error:
+        raise PageError(f"{error}: no explorer page; every figure and the report are made as usual") from None
+    pictures = chosen_pictures(run.test_labels, model.latent_dim)  # (N,) test indices
+    clean = run.test_clean[pictures]  # (N, 1, 28, 28)
+    steps = (standard_test_noise(run.test_clean.shape)[pictures] / NOISE_STEP).round().clamp(-127, 127)  # int8
+    noisy = clean + config["noise_std"] * NOISE_STEP * steps
+    picture_codes = model.encode(noisy)  # (N, d)
+    try:
+        encoder, encoder_problem = page_layers(model, "encoder", noisy[:4], picture_codes[:4]), None
+    except PageError as error:
+        encoder, encoder_problem = None, str(error)
     mean, covariance, source = sampling_distribution(model, run.train_codes)
     if model.latent_dim <= FULL_COVARIANCE:
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
@@ -128,19 +138,17 @@ def page_data(model, checkpoint: dict, run_dir: Path, run: RunData) -> dict:
     else:
         spread = covariance.diagonal().clamp(min=0).sqrt()  # (d,): each number's own spread
         source += f" (past {FULL_COVARIANCE} numbers, each drawn on its own, correlations left out)"
-    pictures = chosen_pictures(run.test_labels, model.latent_dim)
-    plotted = torch.arange(min(PLOTTED_CODES, len(run.test_codes)))
     return {
-        "run": run_dir.name, "model": model.name, "latent_dim": model.latent_dim,
+        "run": run_dir.name, "stamp": checkpoint["stamp"], "model": model.name, "latent_dim": model.latent_dim,
         "noise_std": config["noise_std"], "best_epoch": checkpoint["best_epoch"],
         "test_mae": matching_test_mae(run_dir, checkpoint), "classes": list(CLASS_NAMES),
         "sliders": min(SLIDERS, model.latent_dim), "ranges": slider_ranges(run.train_codes).tolist(),
         "sampling": {"mean": as_base64(mean), "spread": as_base64(spread), "source": source},
-        "decoder": decoder,
-        "pictures": {"labels": run.test_labels[pictures].tolist(), "indices": pictures.tolist(),
-                     "codes": as_base64(run.test_codes[pictures]),
-                     "pixels": as_base64((run.test_clean[pictures] * 255).round(), torch.uint8)},
-        "plane": {"labels": run.test_labels[plotted].tolist(), "codes": as_base64(run.test_codes[plotted, :SLIDERS])},
+        "decoder": decoder, "encoder": encoder, "encoder_problem": encoder_problem,
+        "pictures": {"indices": pictures.tolist(), "labels": run.test_labels[pictures].tolist(),
+                     "pixels": as_base64((clean * 255).round(), torch.uint8),
+                     "noise": as_base64(steps, torch.int8), "noise_step": NOISE_STEP,
+                     "codes": as_base64(picture_codes)},
     }
 
 

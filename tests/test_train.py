@@ -308,7 +308,7 @@ def test_every_script_works_with_a_code_of_one_number_and_a_decoder_the_page_can
     run_dir = tmp_path / "run"
     train.main(tiny_train_args(tiny_data_dir, run_dir, "--epochs", "2", "--latent-dim", "1"))
     evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir)])
-    monkeypatch.setattr(explorer, "DECODER_LAYERS", (nn.Linear, nn.Sigmoid))  # as if LeakyReLU were unknown
+    monkeypatch.setattr(explorer, "PAGE_LAYERS", (nn.Linear, nn.Sigmoid, nn.Flatten))  # as if LeakyReLU were unknown
     # --show where matplotlib found no display (as here, drawing with Agg): it says so, and writes.
     visualize.main(["--run-dir", str(run_dir), "--data-dir", str(tiny_data_dir), "--show"])
     output = capsys.readouterr().out
@@ -318,7 +318,7 @@ def test_every_script_works_with_a_code_of_one_number_and_a_decoder_the_page_can
         assert f"wrote {run_dir / name}" in output
     assert "latent_grid.png" not in output  # drawn for a 2-number code only
     # No page for a decoder it cannot run, one line that says why, and every figure still written.
-    assert "no explorer page: decoder.layers.1 is a LeakyReLU, which the page's decoder cannot run" in output
+    assert "no explorer page: decoder.layers.1 is a LeakyReLU, which the page cannot run" in output
     assert output.count("wrote") == 7 and not (run_dir / "explorer.html").exists()
 
 
