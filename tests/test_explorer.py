@@ -223,8 +223,8 @@ def test_the_noise_slider_moves_the_code_and_editing_the_code_shows_the_decoder_
     assert shown(tab)["view"] == "Showing: test image 5 (Sandal) at noise std 0.80."
     after = shown(tab)["code"]
     assert after != before and after == tab.evaluate("Array.from(imageCode(origin.picture, 0.8))")  # it followed
-    tab.focus("#z0")
-    tab.keyboard.press("ArrowRight")
+    low, high = tab.evaluate("RUN.ranges[0]")
+    tab.fill("#z0", str((low + high) / 2))  # a code a slider can reach, wherever the image's lies
     assert shown(tab)["view"].startswith("Showing: edited from test image 5 (Sandal)")
     assert "from a code edited by hand: what the decoder alone makes of it" in tab.inner_text("#output-caption")
 
