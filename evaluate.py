@@ -22,7 +22,8 @@ from baselines import (
 )
 from checkpoints import load_checkpoint
 from data import (
-    CLASS_NAMES, DATA_DIR, TEST_NOISE_SEED, add_noise, noisy_test_set, standard_test_noise, write_atomically,
+    CLASS_NAMES, DATA_DIR, TEST_NOISE_SEED, add_noise, noisy_test_set, standard_test_noise,
+    write_atomically,
 )
 import runs
 from runs import ALL_EPOCHS, CHECKPOINT_FILE, EARLY_STOPPING
@@ -85,7 +86,9 @@ def run_state(checkpoint: dict, run_dir: Path) -> str:
     if checkpoint["stop_kind"] != runs.RUNNING:
         return checkpoint["stop_reason"]
     pid = runs.training_pid(run_dir)
-    return f"still training (pid {pid})" if pid else "stopped without recording why (killed, or the machine went down)"
+    if pid:
+        return f"still training (pid {pid})"
+    return "stopped without recording why (killed, or the machine went down)"
 
 
 def mae_per_class(prediction: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -268,11 +271,13 @@ def json_text(metrics: dict) -> str:
 # ---- The command line ----
 
 def run_to_use(run_dir: str | None, doing: str, while_training: bool = False) -> Path:
-    """--run-dir's run, or the newest finished one, said in a line; a run still training only if asked."""
+    """--run-dir's run, or the newest finished one, said in a line; a run still training
+    only if asked."""
     pid = run_dir and runs.training_pid(Path(run_dir))
     if pid and not while_training:
-        raise cli.UserError(f"the run in {run_dir} is still training (pid {pid}): wait for it to end, or pass "
-                            f"--while-training to use its best weights so far (what is written says which)")
+        raise cli.UserError(f"the run in {run_dir} is still training (pid {pid}): wait for it to "
+                            f"end, or pass --while-training to use its best weights so far (what "
+                            f"is written says which)")
     if run_dir is not None:
         return Path(run_dir)
     recorded, training = [], []
@@ -281,18 +286,23 @@ def run_to_use(run_dir: str | None, doing: str, while_training: bool = False) ->
             recorded.append((load_checkpoint(path)[1]["saved_at"], path.parent))
         except (cli.UserError, OSError):  # not a run of this code: not a candidate
             pass
-    for saved, path in sorted(recorded, reverse=True):  # by each run's own record, never a file's time
+    # By each run's own record, never a file's time
+    for saved, path in sorted(recorded, reverse=True):
         if runs.training_pid(path) is None:
-            why = "the only run there" if len(recorded) == 1 else \
-                f"of {len(recorded)} runs, the last saved by their records: {saved[:19].replace('T', ' ')}"
-            note = f"; passed over {len(training)} newer run(s) still training, the newest {training[0]}" \
-                if training else ""
+            why = "the only run there" if len(recorded) == 1 else (
+                f"of {len(recorded)} runs, the last saved by their records: "
+                f"{saved[:19].replace('T', ' ')}")
+            note = (f"; passed over {len(training)} newer run(s) still training, the newest "
+                    f"{training[0]}" if training else "")
             print(f"{doing} the newest run, {path} ({why}; pass --run-dir for another){note}")
             return path
         training.append(f"{path} (pid {runs.training_pid(path)})")
-    raise cli.UserError(f"no run in {runs.RUNS_DIR} has finished; {len(training)} still training, the newest "
-                        f"{training[0]}: wait for it, or pass its --run-dir with --while-training" if training
-                        else f"no run in {runs.RUNS_DIR}: run `python train.py` first, or pass --run-dir")
+    if training:
+        raise cli.UserError(f"no run in {runs.RUNS_DIR} has finished; {len(training)} still "
+                            f"training, the newest {training[0]}: wait for it, or pass its "
+                            f"--run-dir with --while-training")
+    raise cli.UserError(f"no run in {runs.RUNS_DIR}: run `python train.py` first, or pass "
+                        f"--run-dir")
 
 
 @cli.script

@@ -204,11 +204,15 @@ def load_split(data_dir, val_size: int, noise_std: float, generator: torch.Gener
 def pick_device(name: str) -> torch.device:
     """'auto' is this machine's accelerator (CUDA, Apple MPS ...) or else the CPU."""
     if name == "auto":
-        return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
-    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not present.get(name):
-        raise argparse.ArgumentTypeError(f"this machine has no {name} device: use --device auto or cpu" if name in
-                                         present else f"unknown device '{name}': choose auto, cpu, cuda or mps")
+        available = torch.accelerator.is_available()
+        return torch.accelerator.current_accelerator() if available else torch.device("cpu")
+    present = {"cpu": True, "cuda": torch.cuda.is_available(),
+               "mps": torch.backends.mps.is_available()}
+    if name not in present:
+        raise argparse.ArgumentTypeError(f"unknown device '{name}': choose auto, cpu, cuda or mps")
+    if not present[name]:
+        raise argparse.ArgumentTypeError(f"this machine has no {name} device: use --device auto "
+                                         f"or cpu")
     return torch.device(name)
 
 
