@@ -110,7 +110,9 @@ def in_words(error: BaseException) -> str:
     if isinstance(error, ImportError):
         return f"{error}: install what the project needs with python -m pip install -r requirements.txt"
     first_line = str(error).strip().partition("\n")[0]
-    return f"{type(error).__name__}: {first_line} (unexpected: `python -X dev` shows where it happened)"
+    why = ("the model's methods take other arguments than the scripts give: docs/vae.md" if isinstance(
+        error, TypeError) and "argument" in first_line else "unexpected: `python -X dev` shows where it happened")
+    return f"{type(error).__name__}: {first_line} ({why})"
 
 
 class NamedOutput:

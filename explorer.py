@@ -60,8 +60,8 @@ def page_layers(model: nn.Module, part: str, inputs: torch.Tensor, outputs: torc
     if chained is None or chained.shape != outputs.flatten(1).shape or not torch.allclose(
             chained, outputs.flatten(1), atol=1e-5):
         method = {"encoder": "encode", "decoder": "decode"}[part]
-        raise PageError(f"model.{method} does more than run its {part}'s layers in order (a skip or a reshape "
-                        f"outside them)")
+        raise PageError(f"model.{method} does more than run its {part}'s layers in order (a skip, a reshape "
+                        f"or a second head outside them)")
     return described
 
 

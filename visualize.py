@@ -60,9 +60,11 @@ def plot_reconstructions(rows: dict, labels: torch.Tensor, class_names=CLASS_NAM
     return figure
 
 
-def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLASS_NAMES, max_dimensions: int = 16):
+def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLASS_NAMES, max_dimensions: int = 16,
+                      silent=()):
     """A corner plot of codes (N, d): (z_i, z_j), i < j, at row j, column i; each dimension's
-    distribution per class on the diagonal; one range per dimension. The first `max_dimensions`."""
+    distribution per class on the diagonal; one range per dimension. The first `max_dimensions`;
+    the `silent` ones (a VAE's dimensions that carry almost nothing) greyed and named so."""
     all_dimensions = codes.shape[1]
     codes = codes[:, :max_dimensions]  # past 16 or so, the panels could not be read
     dimensions = codes.shape[1]
@@ -81,6 +83,8 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLA
     for row in range(dimensions):
         for column in range(row + 1):  # the upper triangle would repeat the lower one, mirrored
             axis = figure.add_subplot(grid[row, column])
+            if row in silent or column in silent:  # scaled to its own range, it would look alive
+                axis.set_facecolor("#dddddd")
             if column == row:
                 bins = torch.linspace(*ranges[column], 41).numpy()
                 for index in range(len(class_names)):
@@ -96,19 +100,21 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLA
             axis.tick_params(labelsize=6)
             # Labels on the outer edge only
             if row == dimensions - 1:
-                axis.set_xlabel(f"z{column}")
+                axis.set_xlabel(f"z{column}" + (" (silent)" if column in silent else ""))
             else:
                 axis.set_xticklabels([])
             if column == 0 and row > 0:
-                axis.set_ylabel(f"z{row}")
+                axis.set_ylabel(f"z{row}" + (" (silent)" if row in silent else ""))
             elif column != row:
                 axis.set_yticklabels([])
     markers = [plt.Line2D([], [], marker="o", linestyle="", color=colours[index], label=name)
                for index, name in enumerate(class_names)]
     figure.legend(handles=markers, loc="upper right", fontsize=10, frameon=False, title="class", title_fontsize=10)
-    if all_dimensions > dimensions:
-        figure.text(0.5, 0.995, f"the first {dimensions} of the {all_dimensions} code dimensions",
-                    ha="center", va="top", fontsize=10)  # the empty upper triangle
+    notes = [f"the first {dimensions} of the {all_dimensions} code dimensions"] if all_dimensions > dimensions else []
+    if silent:
+        notes.append(f"grey: {len(silent)} silent dimension(s), whose codes carry almost nothing of the image")
+    if notes:
+        figure.text(0.5, 0.995, "\n".join(notes), ha="center", va="top", fontsize=10)  # the empty upper triangle
     figure.tight_layout(rect=(0, 0, size / (size + legend_inches), 1))
     return figure
 
@@ -320,6 +326,7 @@ def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes | None]:
     mean, covariance, source = sampling_distribution(model, run.train_codes)
     sampled = sample_codes(mean, covariance, SAMPLE_ROWS**2, torch.Generator().manual_seed(SAMPLE_SEED))
     first = {name: (run.test_labels == index).nonzero()[0].item() for index, name in enumerate(CLASS_NAMES)}
+    silent = model.silent_dimensions(run.test_clean) if hasattr(model, "silent_dimensions") else ()  # a VAE's
     figures = {
         "reconstructions.png": plot_reconstructions({
             "clean": run.test_clean,
@@ -327,7 +334,8 @@ def draw_run(run_dir: Path, data_dir) -> tuple[dict, dict, bytes | None]:
             f"PCA, {pca.size} numbers": pca.decode(pca.encode(run.test_noisy)),
             f"{model.short_name}, {model.latent_dim} numbers": model.decode(run.test_codes),
         }, run.test_labels),
-        "latent_pairs.png": plot_latent_pairs(run.test_codes, run.test_labels, max_dimensions=MAX_DRAWN_DIMENSIONS),
+        "latent_pairs.png": plot_latent_pairs(run.test_codes, run.test_labels, max_dimensions=MAX_DRAWN_DIMENSIONS,
+                                              silent=silent),
         "latent_traversals.png": plot_latent_traversals(model, run.test_codes),
         "samples.png": plot_samples(model.decode(sampled), f"{len(sampled)} random codes drawn from {source}, "
                                                            f"decoded by the {model.name} (seed {SAMPLE_SEED})"),

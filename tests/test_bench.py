@@ -57,3 +57,18 @@ def test_each_row_reports_its_spread_and_a_busy_machine_is_named():
     assert (steady.median, steady.fastest, steady.slowest) == (1.1, 1.0, 1.2) and not steady.unsteady
     assert busy.median == 1.1 and busy.unsteady
     assert bench.Timing([2.0, 3.0]).scaled(0.5).seconds == [1.0, 1.5]
+
+
+class BatchNormDecoder(dae.DenoisingAutoencoder):
+    """A fork's model: BatchNorm after the decoder's first layer, which refuses a batch of one in training."""
+
+    def __init__(self, latent_dim: int = 8):
+        super().__init__(latent_dim)
+        first, *rest = self.decoder.layers
+        self.decoder.layers = nn.Sequential(first, nn.BatchNorm1d(64), *rest)
+
+
+def test_flops_are_counted_for_a_batchnorm_decoder_as_for_the_published_one(monkeypatch):
+    published = bench.flops_per_epoch(1)
+    monkeypatch.setattr(bench, "DenoisingAutoencoder", BatchNormDecoder)
+    assert bench.flops_per_epoch(1) == published  # BatchNorm multiplies no matrices

@@ -27,6 +27,7 @@ import runs
 import train
 import visualize
 from checkpoints import load_checkpoint
+from dae import DenoisingAutoencoder
 from conftest import ROOT, TINY_TRAIN, idx_bytes, tiny_train_args
 from runs import CHECKPOINT_FILE, LOCK_FILE
 
@@ -193,6 +194,21 @@ def test_a_failure_nobody_listed_is_still_one_line(tiny_run, monkeypatch, capsys
     assert exit_info.value.code == ("error: ZeroDivisionError: division by zero (unexpected: `python -X dev` shows "
                                     "where it happened)")
 
+
+
+def test_a_model_whose_methods_want_more_than_the_scripts_give_is_one_line_naming_the_call(tiny_run, monkeypatch):
+    """A class-conditional fork, say, whose decode takes the label too."""
+    def decode(self, codes, labels):
+        return self.decoder(codes)
+
+    monkeypatch.setattr(DenoisingAutoencoder, "decode", decode)
+    for script in (evaluate, visualize):
+        with pytest.raises(SystemExit) as exit_info:
+            script.main(["--run-dir", str(tiny_run / "run"), "--data-dir", str(tiny_run / "data")])
+        assert exit_info.value.code == (
+            "error: TypeError: test_a_model_whose_methods_want_more_than_the_scripts_give_is_one_line_naming_the_call"
+            ".<locals>.decode() missing 1 required positional argument: 'labels' (the model's methods take other "
+            "arguments than the scripts give: docs/vae.md)"), script.__name__
 
 # ---- Where the output goes, and signals at any moment ----
 

@@ -52,6 +52,19 @@ def test_latent_corner_plot_has_each_pair_below_the_diagonal_and_distributions_o
     assert [text.get_text() for text in figure.legends[0].get_texts()] == list(visualize.CLASS_NAMES)
 
 
+def test_silent_dimensions_are_greyed_and_named_in_the_corner_plot():
+    """A VAE's dimensions with (almost) no KL: scaled to their own range, they would look alive."""
+    codes = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
+    figure = visualize.plot_latent_pairs(codes, torch.arange(300) % 10, silent=[2])
+    for axis in figure.axes:
+        row, column = grid_place(axis)
+        grey = matplotlib.colors.to_hex(axis.get_facecolor()) == "#dddddd"
+        assert grey == (2 in (row, column)), (row, column)
+    labels = [axis.get_xlabel() for axis in figure.axes if axis.get_xlabel()]
+    assert labels == ["z0", "z1", "z2 (silent)", "z3"]
+    assert "grey: 1 silent dimension(s)" in " ".join(text.get_text() for text in figure.texts)
+
+
 @pytest.mark.parametrize("latent_dim", [8, 2])
 def test_the_legend_is_whole_and_inside_the_figure(latent_dim):
     codes = torch.randn(300, latent_dim, generator=torch.Generator().manual_seed(0))
