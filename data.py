@@ -86,8 +86,8 @@ class DataError(Exception):
 
 
 def fetch_data(data_dir, system_copy=None) -> None:
-    """Unpack the four IDX files into `data_dir`'s raw folder, from the first place that has them (it,
-    `data_dir` itself, Debian's copy), else download them; then check what they hold."""
+    """Unpack the four IDX files into `data_dir`'s raw folder, from the first place that has them
+    (that folder, `data_dir` itself, Debian's copy), else download them; then check what they hold."""
     data_dir, name = Path(data_dir), DATASET.__name__
     raw_dir = data_dir / name / "raw"  # torchvision's layout
     system_copy = SYSTEM_COPIES.get(name) if system_copy is None else Path(system_copy)

@@ -66,7 +66,7 @@ def page_layers(model: nn.Module, part: str, inputs: torch.Tensor, outputs: torc
 
 
 def describe_layer(name: str, layer: nn.Module) -> dict:
-    """One layer as the page's decoder reads it: its type, its settings and its weights."""
+    """One layer as the page reads it: its type, its settings and its weights."""
     kind = type(layer).__name__
     unsupported = None
     if not isinstance(layer, PAGE_LAYERS):

@@ -318,7 +318,7 @@ def test_every_script_works_with_a_code_of_one_number_and_a_decoder_the_page_can
         assert f"wrote {run_dir / name}" in output
     assert "latent_grid.png" not in output  # drawn for a 2-number code only
     # No page for a decoder it cannot run, one line that says why, and every figure still written.
-    assert "no explorer page: decoder.layers.1 is a LeakyReLU, which the page cannot run" in output
+    assert re.search(r"no explorer page: decoder\.[\w.]+ is a \w+, which the page cannot run", output)
     assert output.count("wrote") == 7 and not (run_dir / "explorer.html").exists()
 
 

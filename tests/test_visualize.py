@@ -85,7 +85,7 @@ def cell(picture: torch.Tensor, row: int, column: int, gap: int) -> torch.Tensor
 @torch.no_grad()
 def test_traversals_move_one_number_per_row_and_draw_what_the_decoder_draws():
     torch.manual_seed(0)
-    model = DenoisingAutoencoder(latent_dim=3)
+    model = DenoisingAutoencoder(latent_dim=3).eval()  # as a checkpoint loads it (a BatchNorm fork's too)
     codes = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
     figure = visualize.plot_latent_traversals(model, codes)
     axis = figure.axes[0]
@@ -190,7 +190,7 @@ def test_samples_work_when_a_code_dimension_never_varies():
 
 def test_an_interpolation_runs_between_each_methods_reconstructions_through_the_mid_point():
     torch.manual_seed(0)
-    model = DenoisingAutoencoder(latent_dim=3)
+    model = DenoisingAutoencoder(latent_dim=3).eval()
     images = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     pca = PrincipalComponents.fit(images).first(3)
     first, second = images[0], images[1]
@@ -209,7 +209,7 @@ def test_an_interpolation_runs_between_each_methods_reconstructions_through_the_
 
 def test_the_latent_grid_decodes_the_code_under_each_cell():
     torch.manual_seed(0)
-    model = DenoisingAutoencoder(latent_dim=2)
+    model = DenoisingAutoencoder(latent_dim=2).eval()
     codes = torch.randn(300, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([3.0, 1.0])
     figure = visualize.plot_latent_grid(model, codes, torch.arange(300) % 10, steps=4)
     decoded = figure.axes[0].get_images()[0]
@@ -244,7 +244,8 @@ def test_visualize_writes_every_png_with_no_display(scripts, tiny_data_dir, tmp_
         assert f"wrote {run_dir / name}" in output
         assert (run_dir / name).read_bytes().startswith(PNG_SIGNATURE)
         assert matplotlib.image.imread(run_dir / name).ndim == 3  # decodes as an image
-    assert f"wrote {run_dir / 'explorer.html'}: open it in a browser" in output  # explorer.py's page
+    # explorer.py's page, or the one line of a fork's model it cannot run (test_explorer.py checks the published one's)
+    assert f"wrote {run_dir / 'explorer.html'}: open it in a browser" in output or "\nno explorer page: " in output
     assert output.count("wrote") == 8 and not (run_dir / "latent_grid.png").exists()  # the grid: 2-D codes only
 
 
