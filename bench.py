@@ -156,9 +156,8 @@ def time_cuda_graph(images, device, epochs) -> float:
 
 
 def flops_per_epoch(image_count: int) -> float:
-    """The FLOPs of an epoch's training steps, as torch's FlopCounterMode counts them on a batch of
-    two: the matrix products and convolutions of the forward and the backward pass, whatever the
-    layers (two, as BatchNorm in training mode refuses a batch of one)."""
+    """An epoch's training FLOPs, as torch's FlopCounterMode counts a batch of two (BatchNorm refuses
+    one): the matrix products and convolutions, forward and backward, whatever the layers."""
     model, images = DenoisingAutoencoder(), torch.rand(2, 1, 28, 28)
     with FlopCounterMode(display=False) as counter:
         training_loss(model, images, images)["loss"].backward()

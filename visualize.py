@@ -63,8 +63,8 @@ def plot_reconstructions(rows: dict, labels: torch.Tensor, class_names=CLASS_NAM
 def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLASS_NAMES, max_dimensions: int = 16,
                       silent=()):
     """A corner plot of codes (N, d): (z_i, z_j), i < j, at row j, column i; each dimension's
-    distribution per class on the diagonal; one range per dimension. The first `max_dimensions`;
-    the `silent` ones (a VAE's dimensions that carry almost nothing) greyed and named so."""
+    distribution per class on the diagonal. The first `max_dimensions`; `silent` ones (a VAE's
+    dead dimensions) greyed and named."""
     all_dimensions = codes.shape[1]
     codes = codes[:, :max_dimensions]  # past 16 or so, the panels could not be read
     dimensions = codes.shape[1]
