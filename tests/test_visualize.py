@@ -245,7 +245,7 @@ def test_visualize_writes_every_png_with_no_display(scripts, tiny_data_dir, tmp_
         assert (run_dir / name).read_bytes().startswith(PNG_SIGNATURE)
         assert matplotlib.image.imread(run_dir / name).ndim == 3  # decodes as an image
     # explorer.py's page, or the one line of a fork's model it cannot run (test_explorer.py checks the published one's)
-    assert f"wrote {run_dir / 'explorer.html'}: open it in a browser" in output or "\nno explorer page: " in output
+    assert f"wrote {run_dir / 'explorer.html'}: open it in a browser" in output or "no explorer page: " in output
     assert output.count("wrote") == 8 and not (run_dir / "latent_grid.png").exists()  # the grid: 2-D codes only
 
 
