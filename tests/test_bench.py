@@ -65,7 +65,7 @@ class BatchNormDecoder(dae.DenoisingAutoencoder):
     def __init__(self, latent_dim: int = 8):
         super().__init__(latent_dim)
         first, *rest = self.decoder.layers
-        self.decoder.layers = nn.Sequential(first, nn.BatchNorm1d(64), *rest)
+        self.decoder.layers = nn.Sequential(first, nn.LazyBatchNorm1d(), *rest)  # its width, at the first call
 
 
 def test_flops_are_counted_for_a_batchnorm_decoder_as_for_the_published_one(monkeypatch):
