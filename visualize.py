@@ -112,7 +112,7 @@ def plot_latent_pairs(codes: torch.Tensor, labels: torch.Tensor, class_names=CLA
     figure.legend(handles=markers, loc="upper right", fontsize=10, frameon=False, title="class", title_fontsize=10)
     notes = [f"the first {dimensions} of the {all_dimensions} code dimensions"] if all_dimensions > dimensions else []
     if silent:
-        notes.append(f"grey: {len(silent)} silent dimension(s), whose codes carry almost nothing of the image")
+        notes.append("grey: silent dimensions (a KL near 0)")
     if notes:
         figure.text(0.5, 0.995, "\n".join(notes), ha="center", va="top", fontsize=10)  # the empty upper triangle
     figure.tight_layout(rect=(0, 0, size / (size + legend_inches), 1))
