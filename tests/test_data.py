@@ -13,8 +13,7 @@ import data
 from conftest import (
     DEBIAN_COPY, REAL_DATA_DIR, TINY_TEST, TINY_TRAIN, idx_bytes, requires_real_data, write_tiny_dataset,
 )
-from data import add_noise, load_fashion_mnist, training_split
-from data import DataError, fetch_data
+from data import DataError, add_noise, fetch_data, load_fashion_mnist, training_split
 
 
 def fetch_and_load(data_dir, system_copy, train=True):
