@@ -81,16 +81,6 @@ def describes(checkpoint: dict) -> dict:
     return {"best_epoch": checkpoint["best_epoch"], "checkpoint_stamp": checkpoint["stamp"]}
 
 
-def run_state(checkpoint: dict, run_dir: Path) -> str:
-    """How a run ended, in words; for one that never said, whether it is still alive."""
-    if checkpoint["stop_kind"] != runs.RUNNING:
-        return checkpoint["stop_reason"]
-    pid = runs.training_pid(run_dir)
-    if pid:
-        return f"still training (pid {pid})"
-    return "stopped without recording why (killed, or the machine went down)"
-
-
 def mae_per_class(prediction: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> dict:
     """Class name -> mean absolute error over its images, hardest first; absent classes left out."""
     error_per_image = (prediction - target).abs().flatten(1).mean(dim=1)  # (N, 1, 28, 28) -> (N,)
@@ -269,6 +259,16 @@ def json_text(metrics: dict) -> str:
 
 
 # ---- The command line ----
+
+def run_state(checkpoint: dict, run_dir: Path) -> str:
+    """How a run ended, in words; for one that never said, whether it is still alive."""
+    if checkpoint["stop_kind"] != runs.RUNNING:
+        return checkpoint["stop_reason"]
+    pid = runs.training_pid(run_dir)
+    if pid:
+        return f"still training (pid {pid})"
+    return "stopped without recording why (killed, or the machine went down)"
+
 
 def run_to_use(run_dir: str | None, doing: str, while_training: bool = False) -> Path:
     """--run-dir's run, or the newest finished one, said in a line; a run still training
